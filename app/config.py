@@ -1,0 +1,211 @@
+"""Configuration: one dataclass per component, read once at the entry point.
+
+Sources, later ones winning: an optional TOML file (`--config FILE`), the
+environment (`RLHF_CHAT_<SECTION>_<FIELD>`, e.g. `RLHF_CHAT_SERVING_PORT=8000`, plus
+`RLHF_CHAT_DATA` for the data directory), then command-line flags. Every value is
+validated once, with a message that names the setting to change.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any
+
+from trainer.config import ModelConfig
+
+ENV_PREFIX = "RLHF_CHAT_"
+
+
+class ConfigError(ValueError):
+    """A setting is missing, unknown or out of range; the message says which."""
+
+
+@dataclass
+class StorageConfig:
+    """Where the app keeps its database, models and adapters."""
+
+    data_dir: Path = Path("data")
+    """Holds chat.db, models/base/, adapters/<version>/, reward/<version>/, runs/<id>/."""
+
+    def __post_init__(self) -> None:
+        self.data_dir = Path(self.data_dir).expanduser()
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "chat.db"
+
+
+@dataclass
+class ServingConfig:
+    """The web process and how it generates answers."""
+
+    host: str = "127.0.0.1"
+    port: int = 7860
+    backend: str = "local"
+    """`local` (transformers + peft in this process) or `scripted` (canned answers, for UI tests)."""
+
+    temperature: float = 0.7
+    """Default sampling temperature. SmolLM2-135M turns incoherent near 1.0."""
+
+    max_new_tokens: int = 256
+    """Default answer length limit, in tokens."""
+
+    max_new_tokens_limit: int = 1024
+    """The most a request may ask for; larger requests are refused with 400."""
+
+    max_message_chars: int = 4000
+    """The longest message a user may send; longer ones are refused (HTTP 413)."""
+
+    max_messages: int = 64
+    """The most turns one request may carry."""
+
+    max_batch_size: int = 8
+    """Concurrent chats generated together in one batch (peft serves mixed adapters in one batch)."""
+
+    def __post_init__(self) -> None:
+        if self.backend not in ("local", "scripted"):
+            raise ConfigError(
+                f"serving.backend must be 'local' or 'scripted', not {self.backend!r}"
+            )
+        if not 0 < self.port < 65536:
+            raise ConfigError(f"serving.port must be between 1 and 65535, not {self.port}")
+        if not 0.0 <= self.temperature <= 2.0:
+            raise ConfigError(f"serving.temperature must be within [0, 2], not {self.temperature}")
+        if not 1 <= self.max_new_tokens <= self.max_new_tokens_limit:
+            raise ConfigError(
+                "serving.max_new_tokens must be at least 1 and at most serving.max_new_tokens_limit"
+            )
+        for name in ("max_message_chars", "max_messages", "max_batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"serving.{name} must be at least 1")
+
+
+@dataclass
+class AuthConfig:
+    """Identities: anonymous browser sessions and the admin credential."""
+
+    session_secret: str = ""
+    """Signs user tokens so identities survive restarts. Empty: one is generated and kept
+    in the data directory (file `session_secret`)."""
+
+    admin_token: str = ""
+    """Bearer token for admin actions (train now, promote, rollback). Empty: admin off."""
+
+
+@dataclass
+class Config:
+    """Everything, one section per component."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    serving: ServingConfig = field(default_factory=ServingConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+
+
+def load_config(
+    path: str | Path | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Config:
+    """Build the config from TOML, then environment, then `overrides` ("section.field": value)."""
+    values: dict[str, dict[str, Any]] = {}
+    if path is not None:
+        try:
+            with open(path, "rb") as f:
+                values = tomllib.load(f)
+        except FileNotFoundError as exc:
+            raise ConfigError(f"config file {path} does not exist") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+    env = os.environ if env is None else env
+    for section_name, section_type in _sections().items():
+        section = values.setdefault(section_name, {})
+        if not isinstance(section, dict):
+            raise ConfigError(f"[{section_name}] in the config file must be a table")
+        for f in fields(section_type):
+            key = f"{ENV_PREFIX}{section_name}_{f.name}".upper()
+            if key in env:
+                section[f.name] = env[key]
+    if "RLHF_CHAT_DATA" in env:
+        values["storage"]["data_dir"] = env["RLHF_CHAT_DATA"]
+    for dotted, value in (overrides or {}).items():
+        if value is None:
+            continue
+        section_name, _, field_name = dotted.partition(".")
+        values.setdefault(section_name, {})[field_name] = value
+    return _build(values)
+
+
+def _sections() -> dict[str, type]:
+    return {f.name: typing.get_type_hints(Config)[f.name] for f in fields(Config)}
+
+
+def _build(values: dict[str, dict[str, Any]]) -> Config:
+    unknown = set(values) - set(_sections())
+    if unknown:
+        raise ConfigError(f"unknown config section(s): {', '.join(sorted(unknown))}")
+    built = {}
+    for section_name, section_type in _sections().items():
+        raw = values.get(section_name, {})
+        hints = typing.get_type_hints(section_type)
+        known = {f.name for f in fields(section_type)}
+        extra = set(raw) - known
+        if extra:
+            raise ConfigError(
+                f"unknown setting(s) in [{section_name}]: {', '.join(sorted(extra))}; "
+                f"known: {', '.join(sorted(known))}"
+            )
+        kwargs = {
+            name: _coerce(f"{section_name}.{name}", value, hints[name])
+            for name, value in raw.items()
+        }
+        try:
+            built[section_name] = section_type(**kwargs)
+        except ConfigError:
+            raise
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(str(exc)) from exc
+    return Config(**built)
+
+
+def _coerce(name: str, value: Any, hint: Any) -> Any:
+    """Turn a TOML or environment value into the field's type."""
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if value is None or (isinstance(value, str) and value.lower() in ("", "none")):
+            return None
+        hint = args[0]
+    try:
+        if hint is bool:
+            if isinstance(value, str):
+                if value.lower() in ("1", "true", "yes", "on"):
+                    return True
+                if value.lower() in ("0", "false", "no", "off"):
+                    return False
+                raise ValueError(value)
+            return bool(value)
+        if hint in (int, float):
+            if isinstance(value, bool):
+                raise ValueError(value)
+            return hint(value)
+        if hint is Path:
+            return Path(value)
+        if hint is str:
+            return str(value)
+        if typing.get_origin(hint) in (list, tuple):
+            items = value.split(",") if isinstance(value, str) else list(value)
+            return [str(v).strip() for v in items if str(v).strip()]
+        if is_dataclass(hint):
+            raise ValueError(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(
+            f"{name} must be a {getattr(hint, '__name__', hint)}, not {value!r}"
+        ) from exc
+    return value
