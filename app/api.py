@@ -1,0 +1,172 @@
+"""The HTTP JSON API beside the page, for scripts, the simulator and tests.
+
+Every error is JSON `{"error": "..."}` with a 4xx status that says what was wrong.
+Identity: `POST /api/session` returns a token; send it as `Authorization: Bearer T`.
+Routes are registered on the FastAPI app before Gradio is mounted on it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app.chat import ChatService, InputError
+from app.identity import Identity, InvalidToken
+from app.serving import BackendError
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 1_000_000
+
+
+def error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+async def _json_body(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    if len(raw) > MAX_BODY_BYTES:
+        raise InputError(413, f"request body too large (at most {MAX_BODY_BYTES} bytes)")
+    try:
+        body = json.loads(raw or b"{}")
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(400, f"the body is not valid JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise InputError(400, "the body must be a JSON object")
+    return body
+
+
+def _int_field(body: dict[str, Any], name: str, *, required: bool) -> int | None:
+    value = body.get(name)
+    if value is None:
+        if required:
+            raise InputError(400, f"{name} is required")
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InputError(400, f"{name} must be an integer")
+    return value
+
+
+def install_api(app: FastAPI, service: ChatService, identity: Identity) -> None:
+    """Register the routes, the error handlers and the body-size guard on `app`."""
+    store, backend = service.store, service.backend
+
+    @app.exception_handler(InputError)
+    async def _input_error(request: Request, exc: InputError) -> JSONResponse:
+        return error(exc.status, exc.message)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return error(400, "; ".join(str(e.get("msg")) for e in exc.errors()) or "bad request")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if request.url.path.startswith("/api/") or request.url.path == "/healthz":
+            return error(exc.status_code, str(exc.detail))
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
+
+    @app.middleware("http")
+    async def _limit_body(request: Request, call_next: Any) -> Any:
+        length = request.headers.get("content-length")
+        if request.url.path.startswith("/api/") and length and length.isdigit():
+            if int(length) > MAX_BODY_BYTES:
+                return error(413, f"request body too large (at most {MAX_BODY_BYTES} bytes)")
+        return await call_next(request)
+
+    def user_id(request: Request) -> int:
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise InputError(
+                401, "send a user token as 'Authorization: Bearer T' (POST /api/session)"
+            )
+        try:
+            uid = identity.verify(token.strip())
+            store.get_user(uid)
+        except (InvalidToken, Exception) as exc:
+            raise InputError(401, "the user token is not valid") from exc
+        return uid
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, Any]:
+        return {"status": "ok", "live_version": backend.live_version}
+
+    @app.get("/api/version")
+    def version() -> dict[str, Any]:
+        versions = store.versions("policy")
+        candidate = next((v.name for v in reversed(versions) if v.status == "candidate"), None)
+        return {
+            "live": backend.live_version,
+            "candidate": candidate,
+            "versions": [{"name": v.name, "status": v.status} for v in versions],
+        }
+
+    @app.post("/api/session")
+    def session() -> dict[str, Any]:
+        user = store.create_user("anon")
+        return {"user_token": identity.issue(user.id), "user_id": user.id}
+
+    @app.post("/api/chat", response_model=None)
+    async def chat(request: Request, stream: bool = False) -> Any:
+        uid = user_id(request)
+        body = await _json_body(request)
+        params = service.sampling(body.get("temperature"), body.get("max_new_tokens"))
+        conversation_id = _int_field(body, "conversation_id", required=False)
+        turn = service.start(
+            uid, body.get("messages"), conversation_id=conversation_id, params=params
+        )
+        if stream:
+            return StreamingResponse(_sse(service, turn), media_type="text/event-stream")
+        return _complete(service, turn)
+
+    @app.post("/api/feedback")
+    async def feedback(request: Request) -> dict[str, Any]:
+        uid = user_id(request)
+        body = await _json_body(request)
+        message_id = _int_field(body, "message_id", required=True)
+        stored = service.feedback(
+            uid, message_id, body.get("kind"), body.get("value"), body.get("text")
+        )
+        return {"feedback_id": stored.id if stored else None}
+
+
+def _complete(service: ChatService, turn: Any) -> Any:
+    try:
+        for _ in turn.deltas():
+            pass
+    except BackendError as exc:
+        return error(503, str(exc))
+    answer = service.finish(turn)
+    return {
+        "conversation_id": turn.conversation_id,
+        "message_id": answer.id,
+        "content": answer.content,
+        "version": turn.reply.version,
+    }
+
+
+def _sse(service: ChatService, turn: Any) -> Iterator[str]:
+    """Server-sent events: `{"delta": ...}` per chunk, then one `{"done": true, ...}`."""
+    try:
+        for delta in turn.deltas():
+            yield f"data: {json.dumps({'delta': delta})}\n\n"
+    except BackendError as exc:
+        yield f"data: {json.dumps({'error': str(exc)})}\n\n"
+        return
+    finally:
+        turn.reply.cancel()  # a client that went away stops its row early
+    answer = service.finish(turn)
+    done = {
+        "done": True,
+        "conversation_id": turn.conversation_id,
+        "message_id": answer.id,
+        "version": turn.reply.version,
+    }
+    yield f"data: {json.dumps(done)}\n\n"

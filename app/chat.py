@@ -1,0 +1,226 @@
+"""Chat turns and feedback: what the page and the HTTP API both do, in one place.
+
+`ChatService` checks a request, stores the user's message, starts the answer on the
+backend, and stores the answer with the model version that wrote it once it is
+complete. Bad input raises `InputError` with an HTTP status and a message for the
+user, before anything is stored.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from app.config import ServingConfig
+from app.serving import BackendError, ChatBackend, Reply, SamplingParams
+from storage import Feedback, Message, Store
+from storage import Forbidden as StoreForbidden
+from storage import InvalidValue as StoreInvalid
+from storage import NotFound as StoreNotFound
+from trainer.models import flatten_content
+
+ROLES_FROM_CLIENTS = ("user", "assistant")
+
+
+class InputError(Exception):
+    """A request the app refuses; `status` is the HTTP code, the message is for the user."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def store_errors_as_input_errors(exc: Exception) -> InputError:
+    """Map the store's refusals onto HTTP statuses."""
+    if isinstance(exc, StoreNotFound):
+        return InputError(404, str(exc))
+    if isinstance(exc, StoreForbidden):
+        return InputError(403, str(exc))
+    if isinstance(exc, StoreInvalid):
+        return InputError(400, str(exc))
+    raise exc
+
+
+@dataclass
+class Turn:
+    """An answer on its way: stream `deltas()`, then `finish()` stores it."""
+
+    conversation_id: int
+    user_message: Message
+    reply: Reply
+    sampling: SamplingParams
+    text: str = ""
+
+    def deltas(self) -> Iterator[str]:
+        for delta in self.reply:
+            self.text += delta
+            yield delta
+
+
+class ChatService:
+    def __init__(self, store: Store, backend: ChatBackend, config: ServingConfig) -> None:
+        self.store = store
+        self.backend = backend
+        self.config = config
+
+    # -- checks -----------------------------------------------------------------------
+
+    def clean_messages(self, messages: Any) -> list[dict[str, str]]:
+        """The conversation as plain {role, content} dicts, ending with the user's turn."""
+        if not isinstance(messages, list) or not messages:
+            raise InputError(400, "messages must be a non-empty list of {role, content}")
+        if len(messages) > self.config.max_messages:
+            raise InputError(413, f"too many messages (at most {self.config.max_messages})")
+        cleaned = []
+        for i, m in enumerate(messages):
+            if not isinstance(m, dict) or "role" not in m or "content" not in m:
+                raise InputError(400, f"message {i} must have a role and a content")
+            if m["role"] not in ROLES_FROM_CLIENTS:
+                raise InputError(400, f"message {i}: role must be 'user' or 'assistant'")
+            content = flatten_content(m["content"])
+            if len(content) > self.config.max_message_chars:
+                raise InputError(
+                    413,
+                    f"message {i} is too long (at most {self.config.max_message_chars} characters)",
+                )
+            cleaned.append({"role": m["role"], "content": content})
+        if cleaned[-1]["role"] != "user":
+            raise InputError(400, "the last message must be the user's")
+        if not cleaned[-1]["content"].strip():
+            raise InputError(400, "the message is empty")
+        return cleaned
+
+    def sampling(self, temperature: Any = None, max_new_tokens: Any = None) -> SamplingParams:
+        t = self.config.temperature if temperature is None else temperature
+        n = self.config.max_new_tokens if max_new_tokens is None else max_new_tokens
+        if isinstance(t, bool) or not isinstance(t, int | float) or not math.isfinite(t):
+            raise InputError(400, "temperature must be a number")
+        if not 0.0 <= t <= 2.0:
+            raise InputError(400, "temperature must be between 0 and 2")
+        if isinstance(n, bool) or not isinstance(n, int):
+            raise InputError(400, "max_new_tokens must be an integer")
+        if not 1 <= n <= self.config.max_new_tokens_limit:
+            raise InputError(
+                400, f"max_new_tokens must be between 1 and {self.config.max_new_tokens_limit}"
+            )
+        return SamplingParams(temperature=float(t), max_new_tokens=n)
+
+    # -- chat -------------------------------------------------------------------------
+
+    def start(
+        self,
+        user_id: int,
+        messages: Any,
+        *,
+        conversation_id: int | None = None,
+        params: SamplingParams | None = None,
+    ) -> Turn:
+        """Check the request, store the user's message and start the answer."""
+        cleaned = self.clean_messages(messages)
+        params = params or self.sampling()
+        try:
+            if conversation_id is None:
+                conversation_id = self.store.create_conversation(
+                    user_id, title=cleaned[-1]["content"][:80]
+                ).id
+            else:
+                self.store.owned_conversation(conversation_id, user_id)
+        except Exception as exc:
+            raise store_errors_as_input_errors(exc) from exc
+        previous = self.store.conversation_messages(conversation_id)
+        user_message = self.store.add_message(
+            conversation_id,
+            "user",
+            cleaned[-1]["content"],
+            parent_id=previous[-1].id if previous else None,
+        )
+        reply = self.backend.stream(cleaned, params=params)
+        return Turn(conversation_id, user_message, reply, params)
+
+    def finish(self, turn: Turn) -> Message:
+        """Store the complete answer (call after `deltas()` is exhausted)."""
+        return self.store.add_message(
+            turn.conversation_id,
+            "assistant",
+            turn.text,
+            parent_id=turn.user_message.id,
+            version=turn.reply.version,
+            sampling=turn.sampling.as_dict(),
+            latency_ms=turn.reply.latency_ms,
+            n_tokens=turn.reply.n_tokens,
+        )
+
+    def answer(self, user_id: int, messages: Any, **kwargs: Any) -> tuple[Turn, Message]:
+        """A whole turn, not streamed."""
+        turn = self.start(user_id, messages, **kwargs)
+        for _ in turn.deltas():
+            pass
+        return turn, self.finish(turn)
+
+    def retry(self, user_id: int, message_id: int, params: SamplingParams | None = None) -> Turn:
+        """A new sample for the same prompt; the old answer is marked retried."""
+        old = self._owned_answer(message_id, user_id)
+        history = self.store.conversation_messages(old.conversation_id)
+        context = [{"role": m.role, "content": m.content} for m in _path_to(history, old.parent_id)]
+        self.store.add_feedback(message_id, user_id, "retry")
+        user_message = self.store.get_message(old.parent_id) if old.parent_id else None
+        if user_message is None or not context:
+            raise InputError(400, "this answer has no prompt to retry")
+        params = params or self.sampling()
+        reply = self.backend.stream(context, params=params)
+        return Turn(old.conversation_id, user_message, reply, params)
+
+    # -- feedback ---------------------------------------------------------------------
+
+    def feedback(
+        self, user_id: int, message_id: Any, kind: Any, value: Any = None, text: Any = None
+    ) -> Feedback | None:
+        """Thumb (1, -1, or 0/None to clear), edit (corrected text) or flag on one of the
+        user's answers."""
+        if isinstance(message_id, bool) or not isinstance(message_id, int):
+            raise InputError(400, "message_id must be an integer")
+        if kind not in ("thumb", "edit", "flag"):
+            raise InputError(400, "kind must be 'thumb', 'edit' or 'flag'")
+        if kind == "thumb" and value not in (1, -1, 0, None):
+            raise InputError(400, "a thumb's value is 1 (up), -1 (down) or 0 (clear)")
+        if text is not None and not isinstance(text, str):
+            raise InputError(400, "text must be a string")
+        if kind == "edit":
+            if not text or not text.strip():
+                raise InputError(400, "a correction needs the corrected text")
+            if len(text) > self.config.max_message_chars:
+                raise InputError(
+                    413, f"the correction is too long (at most {self.config.max_message_chars})"
+                )
+        self._owned_answer(message_id, user_id)
+        try:
+            if kind == "thumb":
+                return self.store.set_thumb(message_id, user_id, value or None)
+            return self.store.add_feedback(message_id, user_id, kind, text=text)
+        except Exception as exc:
+            raise store_errors_as_input_errors(exc) from exc
+
+    def _owned_answer(self, message_id: int, user_id: int) -> Message:
+        try:
+            message = self.store.owned_message(message_id, user_id)
+        except Exception as exc:
+            raise store_errors_as_input_errors(exc) from exc
+        if message.role != "assistant":
+            raise InputError(400, f"message {message_id} is not an answer")
+        return message
+
+
+def _path_to(history: Sequence[Message], last_id: int | None) -> list[Message]:
+    """The chain of messages from the conversation's start to `last_id`."""
+    by_id = {m.id: m for m in history}
+    chain = []
+    while last_id is not None and last_id in by_id:
+        chain.append(by_id[last_id])
+        last_id = by_id[last_id].parent_id
+    return chain[::-1]
+
+
+__all__ = ["BackendError", "ChatService", "InputError", "Turn"]

@@ -1,0 +1,245 @@
+"""The Gradio page: `build_demo(backend, store, config) -> gr.Blocks`.
+
+Small named handlers turn Gradio events into calls on `ChatService` (and so on the
+store and the backend). No globals: everything a handler needs comes through the
+closure over the service or through per-browser state. A handler never shows a
+traceback: bad input and model failures become a short `gr.Warning`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import gradio as gr
+
+from app.chat import ChatService, InputError
+from app.config import Config
+from app.identity import Identity, InvalidToken, ensure_session_secret
+from app.serving import BackendError, ChatBackend
+from storage import Store, StoreError
+
+log = logging.getLogger(__name__)
+
+USER_STORAGE_KEY = "rlhf-chat-user"
+
+
+def build_demo(backend: ChatBackend, store: Store, config: Config) -> gr.Blocks:
+    secret = ensure_session_secret(config.auth.session_secret, config.storage.data_dir)
+    service = ChatService(store, backend, config.serving)
+    identity = Identity(secret)
+    with gr.Blocks(title="rlhf-chat") as demo:
+        user_token = gr.BrowserState(None, storage_key=USER_STORAGE_KEY, secret=secret)
+        live = gr.Markdown(elem_id="live-version")
+        with gr.Tab("Chat"):
+            chat_tab(service, identity, user_token, live)
+        demo.load(_sign_in(identity, store), inputs=[user_token], outputs=[user_token]).then(
+            lambda: _live_text(backend), outputs=[live]
+        )
+    return demo
+
+
+def _live_text(backend: ChatBackend) -> str:
+    return f"Live model version: **`{backend.live_version}`**"
+
+
+def _sign_in(identity: Identity, store: Store):
+    def sign_in(token: str | None) -> str:
+        """Keep the browser's identity, or create an anonymous one."""
+        try:
+            store.get_user(identity.verify(token))
+            return token  # type: ignore[return-value]
+        except (InvalidToken, StoreError):
+            return identity.issue(store.create_user("anon").id)
+
+    return sign_in
+
+
+def current_user(identity: Identity, token: str | None) -> int:
+    try:
+        return identity.verify(token)
+    except InvalidToken as exc:
+        raise InputError(401, "your session is not ready; reload the page") from exc
+
+
+def chat_tab(
+    service: ChatService, identity: Identity, user_token: gr.BrowserState, live: gr.Markdown
+) -> None:
+    cfg = service.config
+    chatbot = gr.Chatbot(
+        label="Chat",
+        editable="all",
+        feedback_options=("Like", "Dislike"),
+        height=480,
+        elem_id="chatbot",
+    )
+    conversation_id = gr.State(None)
+    message_ids = gr.State([])  # store ids, index-aligned with the chatbot's history
+    with gr.Row():
+        textbox = gr.Textbox(
+            placeholder="Type a message and press Enter",
+            show_label=False,
+            scale=8,
+            max_length=cfg.max_message_chars,
+            elem_id="chat-input",
+        )
+        new_chat = gr.Button("New conversation", scale=1)
+    with gr.Accordion("Sampling", open=False):
+        temperature = gr.Slider(0.0, 2.0, value=cfg.temperature, step=0.05, label="Temperature")
+        max_tokens = gr.Slider(
+            1, cfg.max_new_tokens_limit, value=cfg.max_new_tokens, step=1, label="Max new tokens"
+        )
+    gr.Markdown(
+        "👍/👎 rate an answer (click again to clear) · ✏️ edit an answer to say what it "
+        "should have been · 🔄 retry for a new answer."
+    )
+
+    state = [chatbot, conversation_id, message_ids]
+    textbox.submit(
+        respond(service, identity),
+        inputs=[textbox, *state, user_token, temperature, max_tokens],
+        outputs=[textbox, *state, live],
+    )
+    chatbot.like(thumb(service, identity), inputs=[message_ids, user_token])
+    chatbot.retry(
+        retry(service, identity),
+        inputs=[*state, user_token, temperature, max_tokens],
+        outputs=[*state, live],
+    )
+    chatbot.edit(correct(service, identity), inputs=[*state, user_token], outputs=state)
+    new_chat.click(lambda: ([], None, []), outputs=state)
+
+
+def _history_for_model(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{"role": m["role"], "content": m["content"]} for m in history]
+
+
+def respond(service: ChatService, identity: Identity):
+    def respond(
+        text: str,
+        history: list[dict[str, Any]],
+        conversation_id: int | None,
+        ids: list[int | None],
+        token: str | None,
+        temperature: float,
+        max_tokens: float,
+    ) -> Iterator[tuple]:
+        """Send the user's message and stream the answer into the chat."""
+        history, ids = list(history or []), list(ids or [])
+        try:
+            uid = current_user(identity, token)
+            params = service.sampling(float(temperature), int(max_tokens))
+            messages = [*_history_for_model(history), {"role": "user", "content": text}]
+            turn = service.start(uid, messages, conversation_id=conversation_id, params=params)
+        except InputError as exc:
+            gr.Warning(exc.message)
+            yield text, history, conversation_id, ids, gr.skip()
+            return
+        history += [{"role": "user", "content": text}, {"role": "assistant", "content": ""}]
+        ids += [turn.user_message.id, None]
+        live = f"Live model version: **`{service.backend.live_version}`**"
+        yield "", history, turn.conversation_id, ids, live
+        yield from _stream_into(service, turn, history, ids, live)
+
+    return respond
+
+
+def _stream_into(service, turn, history, ids, live) -> Iterator[tuple]:
+    try:
+        for _ in turn.deltas():
+            history[-1] = {"role": "assistant", "content": turn.text}
+            yield gr.skip(), history, turn.conversation_id, ids, live
+    except BackendError as exc:
+        gr.Warning(str(exc))
+        history.pop()
+        ids.pop()
+        yield gr.skip(), history, turn.conversation_id, ids, live
+        return
+    answer = service.finish(turn)
+    ids[-1] = answer.id
+    history[-1] = {"role": "assistant", "content": answer.content}
+    yield gr.skip(), history, turn.conversation_id, ids, live
+
+
+def _answer_index(history: list[dict[str, Any]], index: Any) -> int | None:
+    i = index[0] if isinstance(index, list | tuple) else index
+    if not isinstance(i, int) or not 0 <= i < len(history):
+        return None
+    if history[i]["role"] != "assistant" and i + 1 < len(history):
+        i += 1
+    return i if history[i]["role"] == "assistant" else None
+
+
+def thumb(service: ChatService, identity: Identity):
+    def thumb(ids: list[int | None], token: str | None, data: gr.LikeData) -> None:
+        """👍 stores 1, 👎 stores -1, clicking the chosen one again clears it."""
+        i = data.index[0] if isinstance(data.index, list | tuple) else data.index
+        message_id = ids[i] if isinstance(i, int) and 0 <= i < len(ids) else None
+        if message_id is None:
+            gr.Warning("This answer is not saved yet; wait until it has finished.")
+            return
+        value = 1 if data.liked is True else -1 if data.liked is False else None
+        try:
+            service.feedback(current_user(identity, token), message_id, "thumb", value)
+        except InputError as exc:
+            gr.Warning(exc.message)
+
+    return thumb
+
+
+def retry(service: ChatService, identity: Identity):
+    def retry(history, conversation_id, ids, token, temperature, max_tokens, data: gr.RetryData):
+        """A new answer to the same prompt; the old one is recorded as retried."""
+        history, ids = list(history or []), list(ids or [])
+        i = _answer_index(history, data.index)
+        if i is None or ids[i] is None:
+            gr.Warning("Only a saved answer can be retried.")
+            yield history, conversation_id, ids, gr.skip()
+            return
+        try:
+            params = service.sampling(float(temperature), int(max_tokens))
+            turn = service.retry(current_user(identity, token), ids[i], params)
+        except InputError as exc:
+            gr.Warning(exc.message)
+            yield history, conversation_id, ids, gr.skip()
+            return
+        history, ids = history[:i] + [{"role": "assistant", "content": ""}], ids[:i] + [None]
+        live = f"Live model version: **`{service.backend.live_version}`**"
+        for update in _stream_into(service, turn, history, ids, live):
+            yield update[1:]
+
+    return retry
+
+
+def correct(service: ChatService, identity: Identity):
+    def correct(history, conversation_id, ids, token, data: gr.EditData):
+        """An edited answer is stored as a correction of the original."""
+        history, ids = list(history or []), list(ids or [])
+        i = data.index[0] if isinstance(data.index, list | tuple) else data.index
+        if not isinstance(i, int) or not 0 <= i < len(history) or ids[i] is None:
+            gr.Warning("This message cannot be edited.")
+            return history, conversation_id, ids
+        original = service.store.get_message(ids[i])
+        if original.role != "assistant":
+            gr.Warning("Only answers can be corrected; send a new message instead.")
+            history[i] = {"role": "user", "content": original.content}
+            return history, conversation_id, ids
+        text = _flatten(data.value)
+        try:
+            service.feedback(current_user(identity, token), ids[i], "edit", text=text)
+        except InputError as exc:
+            gr.Warning(exc.message)
+            history[i] = {"role": "assistant", "content": original.content}
+            return history, conversation_id, ids
+        history[i] = {"role": "assistant", "content": text}
+        gr.Info("Thanks: your correction is saved.")
+        return history, conversation_id, ids
+
+    return correct
+
+
+def _flatten(value: Any) -> str:
+    from trainer.models import flatten_content
+
+    return flatten_content(value)
