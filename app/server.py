@@ -80,6 +80,8 @@ def serve(config: Config) -> None:
         config.serving.port,
     )
     try:
-        uvicorn.run(app.fastapi, host=config.serving.host, port=config.serving.port)
+        uvicorn.run(
+            app.fastapi, host=config.serving.host, port=config.serving.port, access_log=False
+        )
     finally:
         app.close()
