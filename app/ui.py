@@ -108,7 +108,7 @@ def chat_tab(
         outputs=[*state, live],
     )
     chatbot.edit(correct(service, identity), inputs=[*state, user_token], outputs=state)
-    new_chat.click(lambda: ([], None, []), outputs=state)
+    new_chat.click(lambda: ([], None, []), outputs=state, api_name="new_conversation")
 
 
 def _history_for_model(history: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -74,6 +74,6 @@ def running_server(
         if process.poll() is None:
             process.terminate()
             try:
-                process.wait(timeout=30)
+                process.wait(timeout=5)  # open page connections can hold a graceful exit
             except subprocess.TimeoutExpired:
                 process.kill()
