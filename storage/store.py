@@ -20,6 +20,7 @@ from typing import Any
 
 from sqlite_utils import Database
 
+from storage.battles import Battles
 from storage.errors import AlreadyVoted, Forbidden, InvalidValue, NotFound
 from storage.migrations import migrations
 from storage.records import Battle, Conversation, Feedback, Message, User
@@ -30,7 +31,7 @@ FEEDBACK_KINDS = ("thumb", "edit", "retry", "flag")
 BATTLE_OUTCOMES = ("a", "b", "tie", "both_bad")
 
 
-class Store(VersionsAndRuns):
+class Store(VersionsAndRuns, Battles):
     """All reads and writes of the application's SQLite database."""
 
     def __init__(self, path: str | Path, *, busy_timeout_ms: int = 10_000) -> None:
