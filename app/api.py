@@ -20,6 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from app.chat import ChatService, InputError
 from app.identity import Identity, InvalidToken
 from app.serving import BackendError
+from storage import Store
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,20 @@ def _int_field(body: dict[str, Any], name: str, *, required: bool) -> int | None
     return value
 
 
+def bearer_user(request: Request, identity: Identity, store: Store) -> int:
+    """The id of the user whose token the request carries as `Authorization: Bearer T`."""
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise InputError(401, "send a user token as 'Authorization: Bearer T' (POST /api/session)")
+    try:
+        uid = identity.verify(token.strip())
+        store.get_user(uid)
+    except (InvalidToken, Exception) as exc:
+        raise InputError(401, "the user token is not valid") from exc
+    return uid
+
+
 def install_api(app: FastAPI, service: ChatService, identity: Identity) -> None:
     """Register the routes, the error handlers and the body-size guard on `app`."""
     store, backend = service.store, service.backend
@@ -81,18 +96,7 @@ def install_api(app: FastAPI, service: ChatService, identity: Identity) -> None:
         return await call_next(request)
 
     def user_id(request: Request) -> int:
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token:
-            raise InputError(
-                401, "send a user token as 'Authorization: Bearer T' (POST /api/session)"
-            )
-        try:
-            uid = identity.verify(token.strip())
-            store.get_user(uid)
-        except (InvalidToken, Exception) as exc:
-            raise InputError(401, "the user token is not valid") from exc
-        return uid
+        return bearer_user(request, identity, store)
 
     @app.get("/healthz")
     def healthz() -> dict[str, Any]:

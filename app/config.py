@@ -99,6 +99,32 @@ class AuthConfig:
 
 
 @dataclass
+class ArenaConfig:
+    """Blind side-by-side battles: how the two answers are sampled and how fast one may vote."""
+
+    temperature_a: float = 0.7
+    """Temperature of one side when a battle shows two samples of the live version."""
+
+    temperature_b: float = 1.0
+    """Temperature of the other side in that case (the sides' positions are shuffled)."""
+
+    votes_per_window: int = 10
+    """The most votes one user may cast within `vote_window_s`; more get HTTP 429."""
+
+    vote_window_s: float = 10.0
+    """The sliding window of the vote rate limit, in seconds."""
+
+    def __post_init__(self) -> None:
+        for name in ("temperature_a", "temperature_b"):
+            if not 0.0 <= getattr(self, name) <= 2.0:
+                raise ConfigError(f"arena.{name} must be within [0, 2], not {getattr(self, name)}")
+        if self.votes_per_window < 1:
+            raise ConfigError("arena.votes_per_window must be at least 1")
+        if not self.vote_window_s > 0:
+            raise ConfigError("arena.vote_window_s must be more than 0 seconds")
+
+
+@dataclass
 class Config:
     """Everything, one section per component."""
 
@@ -106,6 +132,7 @@ class Config:
     serving: ServingConfig = field(default_factory=ServingConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
+    arena: ArenaConfig = field(default_factory=ArenaConfig)
 
 
 def load_config(

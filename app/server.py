@@ -10,6 +10,8 @@ import gradio as gr
 from fastapi import FastAPI
 
 from app.api import install_api
+from app.arena import ArenaService
+from app.arena_api import install_arena_api
 from app.chat import ChatService
 from app.config import Config
 from app.identity import Identity, ensure_session_secret
@@ -62,7 +64,9 @@ def create_app(config: Config, *, backend: ChatBackend | None = None) -> App:
     api = FastAPI(title="rlhf-chat", docs_url="/api/docs", openapi_url="/api/openapi.json")
     service = ChatService(store, backend, config.serving)
     # FastAPI routes must exist before Gradio is mounted at "/"
-    install_api(api, service, Identity(config.auth.session_secret))
+    identity = Identity(config.auth.session_secret)
+    install_api(api, service, identity)
+    install_arena_api(api, ArenaService(service, config.arena), identity)
     demo = build_demo(backend, store, config)
     demo.queue(default_concurrency_limit=config.serving.max_batch_size)
     gr.mount_gradio_app(api, demo, path="/")

@@ -14,6 +14,7 @@ from typing import Any
 
 import gradio as gr
 
+from app.arena_ui import arena_tabs
 from app.chat import ChatService, InputError
 from app.config import Config
 from app.identity import Identity, InvalidToken, ensure_session_secret
@@ -34,6 +35,7 @@ def build_demo(backend: ChatBackend, store: Store, config: Config) -> gr.Blocks:
         live = gr.Markdown(elem_id="live-version")
         with gr.Tab("Chat"):
             chat_tab(service, identity, user_token, live)
+        arena_tabs(service, identity, user_token, config.arena)
         demo.load(_sign_in(identity, store), inputs=[user_token], outputs=[user_token]).then(
             lambda: _live_text(backend), outputs=[live]
         )

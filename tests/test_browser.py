@@ -90,3 +90,31 @@ def test_identity_survives_a_reload(browser, server):
     page.locator("#live-version code").get_by_text("base").wait_for()
     assert before == users()  # the browser kept its signed identity: no new user
     page.close()
+
+
+def test_arena_battle_and_vote_in_the_browser(browser, server):
+    page = open_page(browser, server)
+    page.get_by_role("tab", name="Arena").click()
+    box = page.locator("#arena-input textarea")
+    box.fill("Which answer wins?")
+    box.press("Enter")
+    for side in ("#arena-a", "#arena-b"):
+        page.locator(side).get_by_text("You said: Which answer wins?").wait_for(timeout=30_000)
+    page.locator("#arena-reveal").get_by_text("Which answer is better?").wait_for()
+    page.locator("#vote-a").click()  # Playwright waits until the button is enabled
+    page.locator("#arena-reveal").get_by_text("A was").wait_for()
+    assert [True] * 4 == [
+        page.locator(f"#vote-{o}").is_disabled() for o in ("a", "b", "tie", "both_bad")
+    ]
+    conn = sqlite3.connect(server.data_dir / "chat.db")
+    try:
+        battles = conn.execute(
+            "SELECT b.outcome, b.voted_at IS NOT NULL, b.pairing, p.content FROM battles b"
+            " JOIN messages p ON p.id = b.prompt_message_id"
+        ).fetchall()
+    finally:
+        conn.close()
+    assert [("a", 1, "live_two_samples", "Which answer wins?")] == battles
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=ARTIFACTS / "arena.png", full_page=True)
+    page.close()
