@@ -57,9 +57,168 @@ def _serve(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
+# -- reward -----------------------------------------------------------------------------
+
+
+def _add_reward(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "reward",
+        help="train or evaluate the reward model alone",
+        description="Train the reward model on every judgment in the store, or measure the "
+        "live one on the held-out conversations.",
+    )
+    actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    train = actions.add_parser(
+        "train",
+        help="train, save and promote a reward model (a recorded skip if data is short)",
+    )
+    _common(train)
+    train.add_argument("--epochs", type=int, help="passes over the pairs (reward.epochs)")
+    train.add_argument(
+        "--min-pairs", type=int, help="skip below this many pairs (reward.min_pairs)"
+    )
+    train.add_argument("--device", help="cpu, cuda[:N] or mps (reward.device)")
+    train.set_defaults(
+        handler=_reward_train,
+        overrides=lambda a: {
+            "reward.epochs": a.epochs,
+            "reward.min_pairs": a.min_pairs,
+            "reward.device": a.device,
+        },
+    )
+    evaluate = actions.add_parser(
+        "eval", help="held-out accuracy and calibration of the live (or a named) reward model"
+    )
+    _common(evaluate)
+    evaluate.add_argument("--version", metavar="NAME", help="a reward version (default: live)")
+    evaluate.add_argument(
+        "--all", action="store_true", help="score every pair, not only the held-out ones"
+    )
+    evaluate.set_defaults(handler=_reward_eval)
+
+
+def _reward_train(args: argparse.Namespace, config: Config) -> int:
+    from tqdm import tqdm
+
+    from storage import Store
+    from trainer.errors import TrainingError, TrainingSkipped
+    from trainer.models import ModelSourceError, resolve_base_model
+    from trainer.reward import train_reward_model
+
+    store = Store(config.storage.db_path)
+    bar = tqdm(desc="reward model", unit="step", total=0)
+
+    def progress(step: int, total: int) -> None:
+        bar.total = total
+        bar.update(step - bar.n)
+
+    try:
+        base = resolve_base_model(config.model.source, config.storage.data_dir)
+        outcome = train_reward_model(
+            store,
+            config.reward,
+            data_dir=config.storage.data_dir,
+            base_model=base,
+            progress=progress,
+        )
+    except TrainingSkipped as exc:
+        print(f"skipped: {exc}")
+        return 0
+    except (ModelSourceError, TrainingError) as exc:
+        print(f"rlhf-chat reward train: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        bar.close()
+        store.close()
+    m = outcome.metrics
+    print(
+        f"{outcome.version} is live: held-out accuracy {m.get('heldout_accuracy', 'n/a')} "
+        f"on {m.get('heldout_n', 0)} pairs, trained on {m['train_pairs']} pairs "
+        f"in {m['train_seconds']:.0f}s; saved in {outcome.path}"
+    )
+    print(outcome.report.summary())
+    return 0
+
+
+def _reward_eval(args: argparse.Namespace, config: Config) -> int:
+    import json
+
+    from storage import NotFound, Store
+    from trainer.data import build_dataset
+    from trainer.errors import RewardModelError
+    from trainer.reward import evaluate_pairs, latest_reward_model, load_reward_model
+
+    store = Store(config.storage.db_path)
+    try:
+        if args.version:
+            version = store.get_version(args.version)
+            model = load_reward_model(version.path or "", device=config.reward.device)
+        else:
+            model = latest_reward_model(store, device=config.reward.device)
+        data = build_dataset(
+            store,
+            heldout_fraction=config.reward.heldout_fraction,
+            user_share_cap=config.reward.user_share_cap,
+            seed=config.reward.seed,
+        )
+    except (NotFound, RewardModelError) as exc:
+        print(f"rlhf-chat reward eval: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        store.close()
+    pairs = data.heldout_pairs + (data.train_pairs if args.all else [])
+    metrics = evaluate_pairs(model, pairs)
+    print(json.dumps({"version": model.name, "split": "all" if args.all else "heldout", **metrics}))
+    return 0
+
+
+# -- export -----------------------------------------------------------------------------
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export",
+        help="write the training data (or every table) as JSONL",
+        description="trl-pairs: prompt/chosen/rejected preference pairs; kto: "
+        "prompt/completion/label unpaired examples (both TRL's conversational formats, "
+        "with source, user and version on every line); raw: every row of every table "
+        "with a `table` field.",
+    )
+    _common(p)
+    p.add_argument("--format", required=True, choices=["trl-pairs", "kto", "raw"])
+    p.add_argument("--out", required=True, metavar="FILE", help="the JSONL file to write")
+    p.set_defaults(handler=_export)
+
+
+def _export(args: argparse.Namespace, config: Config) -> int:
+    from storage import Store
+    from trainer.export import export
+
+    store = Store(config.storage.db_path)
+    try:
+        n, report = export(
+            store,
+            args.format,
+            args.out,
+            heldout_fraction=config.reward.heldout_fraction,
+            user_share_cap=config.reward.user_share_cap,
+            seed=config.reward.seed,
+        )
+    finally:
+        store.close()
+    print(f"wrote {n} lines to {args.out}")
+    if report is not None:
+        print(report.summary())
+    return 0
+
+
 # -- main -------------------------------------------------------------------------------
 
-SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_serve]
+SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
+    _add_serve,
+    _add_reward,
+    _add_export,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

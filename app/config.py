@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from trainer.config import ModelConfig
+from trainer.reward_config import RewardConfig
 
 ENV_PREFIX = "RLHF_CHAT_"
 
@@ -133,6 +134,7 @@ class Config:
     storage: StorageConfig = field(default_factory=StorageConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     arena: ArenaConfig = field(default_factory=ArenaConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
 
 
 def load_config(

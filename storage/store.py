@@ -25,13 +25,14 @@ from storage.errors import AlreadyVoted, Forbidden, InvalidValue, NotFound
 from storage.migrations import migrations
 from storage.records import Battle, Conversation, Feedback, Message, User
 from storage.runs import VersionsAndRuns, utcnow
+from storage.training_data import TrainingData
 
 THUMB_VALUES = (1, -1)
 FEEDBACK_KINDS = ("thumb", "edit", "retry", "flag")
 BATTLE_OUTCOMES = ("a", "b", "tie", "both_bad")
 
 
-class Store(VersionsAndRuns, Battles):
+class Store(VersionsAndRuns, TrainingData, Battles):
     """All reads and writes of the application's SQLite database."""
 
     def __init__(self, path: str | Path, *, busy_timeout_ms: int = 10_000) -> None:

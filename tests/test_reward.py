@@ -1,0 +1,310 @@
+"""The reward model (trainer/reward.py, trainer/reward_config.py): training on votes
+inserted through the store, scoring, saving and reloading, skips, the CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import re
+
+import pytest
+
+from trainer.errors import RewardModelError, TrainingSkipped
+from trainer.reward import (
+    latest_reward_model,
+    load_reward_model,
+    pairwise_metrics,
+    sample_reference_answers,
+    train_reward_model,
+)
+from trainer.reward_config import RewardConfig
+
+WORDS = "the a cat dog sky sea tree house river stone light cloud song road bird fire".split()
+MARKER = "banana"
+
+
+def add_marker_battles(store, n, *, users=10, seed=0):
+    """`n` battles in which voters always prefer the answer that says MARKER."""
+    rng = random.Random(seed)
+    user_ids = [store.create_user().id for _ in range(users)]
+    for i in range(n):
+        user_id = user_ids[i % users]
+        conversation = store.create_conversation(user_id)
+        question = store.add_message(
+            conversation.id, "user", "Tell me about " + " ".join(rng.sample(WORDS, 3))
+        )
+        liked = " ".join(rng.choices(WORDS, k=rng.randint(4, 10))) + f" {MARKER}"
+        other = " ".join(rng.choices(WORDS, k=rng.randint(5, 11)))
+        answers = [
+            store.add_message(
+                conversation.id, "assistant", text, parent_id=question.id, version="base"
+            )
+            for text in (liked, other)
+        ]
+        if rng.random() < 0.5:
+            answers.reverse()
+        battle = store.create_battle(
+            user_id, question.id, answers[0].id, answers[1].id, pairing="same"
+        )
+        store.vote_battle(battle.id, user_id, "a" if MARKER in answers[0].content else "b")
+
+
+def tiny_config(tiny_model_dir, **overrides):
+    """Fixed seeds and a learning rate a random 2-layer model learns a marker token with."""
+    return RewardConfig(
+        **{
+            "backbone": str(tiny_model_dir),
+            "learning_rate": 1e-2,
+            "epochs": 3,
+            "batch_size": 8,
+            "max_length": 128,
+            "min_pairs": 8,
+            "heldout_fraction": 0.25,
+            "normalize_samples": 8,
+            "normalize_max_new_tokens": 8,
+            **overrides,
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tiny_model_dir):
+    """One reward model trained on 60 marker battles, shared by the tests below."""
+    from storage import Store
+
+    data_dir = tmp_path_factory.mktemp("reward-data")
+    store = Store(data_dir / "chat.db")
+    add_marker_battles(store, 60)
+    steps = []
+    outcome = train_reward_model(
+        store,
+        tiny_config(tiny_model_dir),
+        data_dir=data_dir,
+        base_model=str(tiny_model_dir),
+        progress=lambda step, total: steps.append((step, total)),
+    )
+    yield store, outcome, steps
+    store.close()
+
+
+# -- config ----------------------------------------------------------------------------
+
+
+def test_reward_config_defaults_to_the_base_model():
+    config = RewardConfig()
+    assert (config.backbone, config.lora_targets, config.normalize_on) == (
+        "base",
+        ["q_proj", "k_proj", "v_proj", "o_proj"],
+        "base_samples",
+    )
+
+
+@pytest.mark.parametrize(
+    "field,value,message",
+    [
+        ("user_share_cap", 0.0, "reward.user_share_cap must be within (0, 1]"),
+        ("heldout_fraction", 1.0, "reward.heldout_fraction must be within [0, 1)"),
+        ("min_pairs", 0, "reward.min_pairs must be at least 1"),
+        ("lora_targets", [], "reward.lora_targets is empty"),
+        ("normalize_on", "vibes", "reward.normalize_on must be one of base_samples, dataset"),
+        ("device", "tpu", "reward.device must be cpu, cuda[:N] or mps"),
+    ],
+)
+def test_reward_config_says_what_to_change(field, value, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        RewardConfig(**{field: value})
+
+
+# -- metrics ---------------------------------------------------------------------------
+
+
+def test_pairwise_metrics_by_hand():
+    p = 1 / (1 + math.exp(-1))  # sigmoid(1 - 0)
+    metrics = pairwise_metrics([1.0, 0.0], [0.0, 0.0])
+    assert metrics == pytest.approx(
+        {
+            "n": 2,
+            "accuracy": 0.75,  # a tie counts half
+            "brier": ((1 - p) ** 2 + 0.25) / 2,
+            "ece": ((1 - p) + 0.5) / 2,  # |confidence - correct| per pair, one per bin
+        }
+    )
+    assert pairwise_metrics([], []) == {"n": 0}
+
+
+# -- training ----------------------------------------------------------------------------
+
+
+def test_tiny_reward_model_learns_what_voters_prefer(trained):
+    store, outcome, _ = trained
+    assert outcome.metrics["heldout_n"] == 16
+    assert outcome.metrics["heldout_accuracy"] >= 0.9
+    assert outcome.metrics["heldout_brier"] < 0.1
+    assert outcome.report.pairs == {"battle": 60}
+
+
+def test_training_is_recorded_saved_and_promoted(trained):
+    store, outcome, steps = trained
+    assert outcome.version == "reward-1"
+    live = store.live_version("reward")
+    assert (live.name, live.path) == ("reward-1", str(outcome.path))
+    assert live.metrics["heldout_accuracy"] == outcome.metrics["heldout_accuracy"]
+    run = store.get_run(outcome.run_id)
+    assert (run.kind, run.status, run.n_examples) == ("reward", "succeeded", 44)
+    assert run.metrics["data"]["train_pairs"] == 44
+    assert len(store.run_metrics(run.id)["loss"]) == run.metrics["train_steps"] == 18
+    assert steps[-1] == (18, 18)
+    assert store.run_metrics(run.id)["heldout_accuracy"] == [
+        (18, outcome.metrics["heldout_accuracy"])
+    ]
+    assert {"adapter_config.json", "adapter_model.safetensors", "reward.json"} <= {
+        p.name for p in outcome.path.iterdir()
+    }
+    assert not [p for p in outcome.path.parent.iterdir() if ".tmp-" in p.name]
+    adapter = json.loads((outcome.path / "adapter_config.json").read_text())
+    assert "score" in adapter["modules_to_save"]
+    meta = json.loads((outcome.path / "reward.json").read_text())
+    assert (meta["normalization"]["source"], meta["normalization"]["n"]) == ("base_samples", 8)
+
+
+def test_scores_are_normalized_on_the_base_models_samples(trained, tiny_model_dir):
+    _, outcome, _ = trained
+    prompts = [[{"role": "user", "content": f"Tell me about the {w}"}] for w in WORDS[:2]] * 4
+    # the normalization sampled answers like these; their scores sit near mean 0 / std 1
+    answers = sample_reference_answers(
+        str(tiny_model_dir), prompts, max_new_tokens=8, temperature=0.7, seed=0
+    )
+    assert len(answers) == 8
+    model = outcome.model
+    assert (model.mean, model.std) == (
+        outcome.metrics["norm_mean"],
+        outcome.metrics["norm_std"],
+    )
+    raw = model.raw_scores(prompts, answers)
+    assert model.score(prompts, answers) == pytest.approx(
+        [(r - model.mean) / model.std for r in raw]
+    )
+
+
+def test_scoring_is_deterministic_and_batched(trained):
+    _, outcome, _ = trained
+    model = outcome.model
+    prompts = ["Tell me about the sea", [{"role": "user", "content": "and the sky?"}]] * 5
+    answers = [f"the sea {MARKER}", "the sky is a long road"] * 5
+    batched = model.score(prompts, answers)
+    assert batched == model.score(prompts, answers)
+    one_by_one = [model.score([p], [a])[0] for p, a in zip(prompts, answers, strict=True)]
+    assert batched == pytest.approx(one_by_one, abs=1e-5)
+    assert batched[0] > batched[1]  # the marker wins
+    with pytest.raises(ValueError, match="2 prompts but 1 completions"):
+        model.score(prompts[:2], answers[:1])
+
+
+def test_a_saved_reward_model_reloads_and_scores_the_same(trained):
+    store, outcome, _ = trained
+    prompts = ["Tell me about fire"] * 3
+    answers = ["fire and stone", f"fire {MARKER}", "the bird sings"]
+    expected = outcome.model.score(prompts, answers)
+    assert load_reward_model(outcome.path).score(prompts, answers) == pytest.approx(expected)
+    latest = latest_reward_model(store)
+    assert latest.name == "reward-1"
+    assert latest.score(prompts, answers) == pytest.approx(expected)
+
+
+def test_no_reward_model_yet(store, tmp_path):
+    with pytest.raises(RewardModelError, match="no live reward model yet"):
+        latest_reward_model(store)
+    with pytest.raises(RewardModelError, match="not a reward model artifact"):
+        load_reward_model(tmp_path)
+
+
+# -- skips --------------------------------------------------------------------------------
+
+
+def test_too_little_data_is_a_recorded_skip(store, tmp_path, tiny_model_dir):
+    add_marker_battles(store, 5, users=5)
+    config = tiny_config(tiny_model_dir, min_pairs=32, user_share_cap=1.0)
+    with pytest.raises(TrainingSkipped) as caught:
+        train_reward_model(store, config, data_dir=tmp_path, base_model=str(tiny_model_dir))
+    message = (
+        "reward model not trained: 5 preference pairs, 32 needed (27 more; reward.min_pairs "
+        "sets the bar). pairs: 5 (battle 5; 2 train, 3 held out); unpaired: 0 (none); "
+        "left out: none"
+    )
+    assert str(caught.value) == message
+    assert (caught.value.needed, caught.value.have) == (32, 5)
+    [run] = store.runs("reward")
+    assert (run.status, run.error, run.n_examples) == ("skipped", message, 5)
+    assert store.versions("reward") == []
+    assert not (tmp_path / "reward").exists()
+
+
+def test_a_skip_says_when_the_user_cap_took_the_data(store, tmp_path, tiny_model_dir):
+    add_marker_battles(store, 40, users=2)
+    config = tiny_config(tiny_model_dir, min_pairs=8, user_share_cap=0.2)
+    with pytest.raises(TrainingSkipped, match=r"reward.user_share_cap = 0.2\) left out 40"):
+        train_reward_model(store, config, data_dir=tmp_path, base_model=str(tiny_model_dir))
+
+
+def test_a_failure_is_recorded_and_raised(store, tmp_path, tiny_model_dir):
+    add_marker_battles(store, 12)
+    config = tiny_config(tiny_model_dir, backbone=str(tmp_path / "no-such-model"))
+    with pytest.raises(OSError):
+        train_reward_model(store, config, data_dir=tmp_path, base_model=str(tiny_model_dir))
+    [run] = store.runs("reward")
+    assert run.status == "failed"
+    assert run.error.startswith("OSError: ")
+    assert store.versions("reward") == []
+
+
+# -- command line -----------------------------------------------------------------------
+
+
+def test_cli_reward_train_then_eval(tmp_path, tiny_model_dir, monkeypatch, capsys):
+    from app.cli import main
+    from storage import Store
+
+    store = Store(tmp_path / "chat.db")
+    add_marker_battles(store, 40)
+    store.close()
+    env = {
+        "RLHF_CHAT_MODEL_SOURCE": str(tiny_model_dir),
+        "RLHF_CHAT_REWARD_LEARNING_RATE": "1e-2",
+        "RLHF_CHAT_REWARD_EPOCHS": "3",
+        "RLHF_CHAT_REWARD_MIN_PAIRS": "8",
+        "RLHF_CHAT_REWARD_NORMALIZE_ON": "dataset",
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert main(["reward", "train", "--data-dir", str(tmp_path), "--min-pairs", "100"]) == 0
+    assert capsys.readouterr().out.startswith(
+        "skipped: reward model not trained: 40 preference pairs, 100 needed (60 more;"
+    )
+    assert main(["reward", "train", "--data-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("reward-2 is live: held-out accuracy ")
+    assert main(["reward", "eval", "--data-dir", str(tmp_path)]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert (metrics["version"], metrics["split"]) == ("reward-2", "heldout")
+    assert metrics["accuracy"] >= 0.9
+    assert main(["reward", "eval", "--data-dir", str(tmp_path), "--version", "nope"]) == 1
+    assert "no model version named 'nope'" in capsys.readouterr().err
+
+
+# -- the real backbone ----------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_reward_model_on_smollm2(store, tmp_path, smollm2_dir):
+    add_marker_battles(store, 8, users=8)
+    config = RewardConfig(
+        epochs=1, min_pairs=4, max_length=64, normalize_samples=2, normalize_max_new_tokens=4
+    )
+    outcome = train_reward_model(store, config, data_dir=tmp_path, base_model=str(smollm2_dir))
+    assert (outcome.metrics["train_pairs"], outcome.metrics["heldout_n"]) == (6, 2)
+    scores = outcome.model.score(["Tell me about the sea"] * 2, ["The sea is wide.", "banana"])
+    assert len(scores) == 2 and all(math.isfinite(s) for s in scores)
+    assert load_reward_model(outcome.path).score(
+        ["Tell me about the sea"], ["The sea is wide."]
+    ) == pytest.approx(scores[:1], abs=1e-4)

@@ -1,0 +1,128 @@
+"""Configuration of the reward model: data building, LoRA training and score normalization.
+
+Kept apart from `trainer/reward.py` (as TRL keeps `reward_config.py` beside
+`reward_trainer.py`) and free of heavy imports, so the app's config loader can read it
+from TOML (`[reward]`) and the environment (`RLHF_CHAT_REWARD_<FIELD>`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+BASE_BACKBONE = "base"
+NORMALIZE_SOURCES = ("base_samples", "dataset")
+
+
+@dataclass
+class RewardConfig:
+    """How the reward model is built from the store's judgments and trained."""
+
+    backbone: str = BASE_BACKBONE
+    """`base` (the configured base model, `model.source`), a Hub id or a checkpoint
+    directory. A sequence-classification head with one output is put on top of it."""
+
+    lora_r: int = 16
+    """LoRA rank."""
+
+    lora_alpha: int = 32
+    """LoRA scaling numerator (the update is scaled by alpha / r)."""
+
+    lora_dropout: float = 0.0
+    """Dropout on the LoRA path; 0 keeps training and scoring deterministic."""
+
+    lora_targets: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"]
+    )
+    """Module names that get LoRA adapters (the score head is always fully trained)."""
+
+    learning_rate: float = 2e-4
+    """AdamW learning rate (linear decay to 0)."""
+
+    epochs: int = 2
+    """Passes over the training pairs."""
+
+    batch_size: int = 8
+    """Pairs per optimizer step (each pair is two sequences)."""
+
+    max_length: int = 512
+    """Token limit of prompt + answer; longer ones lose the start of the prompt, never
+    the answer (the score is read at the last token)."""
+
+    min_pairs: int = 32
+    """Fewer preference pairs than this and a training run is recorded as skipped."""
+
+    heldout_fraction: float = 0.2
+    """Share of conversations held out for accuracy and calibration (split by
+    conversation, never by row)."""
+
+    user_share_cap: float = 0.2
+    """No user may supply more than this share of a training set; the excess of a user
+    above it is dropped. 1.0 turns the cap off (a single-user install needs that)."""
+
+    seed: int = 0
+    """Seeds the split, the cap's choice of dropped examples, the head's init and
+    training order."""
+
+    device: str = "cpu"
+    """torch device for training and scoring: `cpu`, `cuda[:N]` or `mps`."""
+
+    normalize_on: str = "base_samples"
+    """What scores are normalized to mean 0 / std 1 on: `base_samples` (answers the base
+    model, PPO's reference policy, samples for training prompts) or `dataset` (the
+    answers in the training pairs; faster, but not what PPO will see)."""
+
+    normalize_samples: int = 32
+    """How many prompts (and so answers) normalization uses."""
+
+    normalize_max_new_tokens: int = 64
+    """Length limit of each base-model answer sampled for normalization."""
+
+    normalize_temperature: float = 0.7
+    """Sampling temperature of those answers (the serving temperature)."""
+
+    score_batch_size: int = 8
+    """Sequences per forward pass when scoring."""
+
+    def __post_init__(self) -> None:
+        if not self.backbone.strip():
+            raise ValueError("reward.backbone is empty: use 'base', a Hub id or a directory")
+        for name in ("lora_r", "lora_alpha", "epochs", "batch_size", "score_batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"reward.{name} must be at least 1, not {getattr(self, name)}")
+        if not self.lora_targets:
+            raise ValueError("reward.lora_targets is empty: name modules such as q_proj, v_proj")
+        if not 0.0 <= self.lora_dropout < 1.0:
+            raise ValueError(f"reward.lora_dropout must be within [0, 1), not {self.lora_dropout}")
+        if not 0.0 < self.learning_rate < 1.0:
+            raise ValueError(
+                f"reward.learning_rate must be within (0, 1), not {self.learning_rate}"
+            )
+        if self.max_length < 16:
+            raise ValueError(f"reward.max_length must be at least 16 tokens, not {self.max_length}")
+        if self.min_pairs < 1:
+            raise ValueError(f"reward.min_pairs must be at least 1, not {self.min_pairs}")
+        if not 0.0 <= self.heldout_fraction < 1.0:
+            raise ValueError(
+                f"reward.heldout_fraction must be within [0, 1), not {self.heldout_fraction}"
+            )
+        if not 0.0 < self.user_share_cap <= 1.0:
+            raise ValueError(
+                f"reward.user_share_cap must be within (0, 1] (1.0 turns it off), "
+                f"not {self.user_share_cap}"
+            )
+        if not (self.device == "cpu" or self.device.startswith(("cuda", "mps"))):
+            raise ValueError(f"reward.device must be cpu, cuda[:N] or mps, not {self.device!r}")
+        if self.normalize_on not in NORMALIZE_SOURCES:
+            raise ValueError(
+                f"reward.normalize_on must be one of {', '.join(NORMALIZE_SOURCES)}, "
+                f"not {self.normalize_on!r}"
+            )
+        if self.normalize_samples < 2:
+            raise ValueError("reward.normalize_samples must be at least 2 (a std needs two)")
+        if self.normalize_max_new_tokens < 1:
+            raise ValueError("reward.normalize_max_new_tokens must be at least 1")
+        if not 0.0 < self.normalize_temperature <= 2.0:
+            raise ValueError(
+                f"reward.normalize_temperature must be within (0, 2], "
+                f"not {self.normalize_temperature}"
+            )
