@@ -4,4 +4,5 @@ import sys
 
 from app.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":  # guarded: training child processes re-import the main module
+    sys.exit(main())

@@ -15,6 +15,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.chat import ChatService, InputError
@@ -119,8 +120,13 @@ def install_api(app: FastAPI, service: ChatService, identity: Identity) -> None:
 
     @app.post("/api/chat", response_model=None)
     async def chat(request: Request, stream: bool = False) -> Any:
-        uid = user_id(request)
         body = await _json_body(request)
+        # store writes and generation block: run them off the event loop, so other
+        # requests keep flowing and concurrent chats can be batched together
+        return await run_in_threadpool(_chat, request, body, stream)
+
+    def _chat(request: Request, body: dict[str, Any], stream: bool) -> Any:
+        uid = user_id(request)
         params = service.sampling(body.get("temperature"), body.get("max_new_tokens"))
         conversation_id = _int_field(body, "conversation_id", required=False)
         turn = service.start(
@@ -132,8 +138,11 @@ def install_api(app: FastAPI, service: ChatService, identity: Identity) -> None:
 
     @app.post("/api/feedback")
     async def feedback(request: Request) -> dict[str, Any]:
-        uid = user_id(request)
         body = await _json_body(request)
+        return await run_in_threadpool(_feedback, request, body)
+
+    def _feedback(request: Request, body: dict[str, Any]) -> dict[str, Any]:
+        uid = user_id(request)
         message_id = _int_field(body, "message_id", required=True)
         stored = service.feedback(
             uid, message_id, body.get("kind"), body.get("value"), body.get("text")
@@ -153,6 +162,7 @@ def _complete(service: ChatService, turn: Any) -> Any:
         "message_id": answer.id,
         "content": answer.content,
         "version": turn.reply.version,
+        "n_tokens": answer.n_tokens,
     }
 
 
@@ -172,5 +182,6 @@ def _sse(service: ChatService, turn: Any) -> Iterator[str]:
         "conversation_id": turn.conversation_id,
         "message_id": answer.id,
         "version": turn.reply.version,
+        "n_tokens": answer.n_tokens,
     }
     yield f"data: {json.dumps(done)}\n\n"

@@ -18,8 +18,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from app.arena import ArenaService, Reveal
-from app.chat import ChatService, InputError
-from app.config import ArenaConfig
+from app.chat import InputError
 from app.identity import Identity
 from app.leaderboard import Leaderboard, store_leaderboard
 from app.serving import BackendError
@@ -38,14 +37,12 @@ ASK_FOR_VOTE = "Which answer is better? The versions are revealed after your vot
 TABLE_HEADERS = ["version", "status", "rating", "95% interval", "battles", "win rate"]
 
 
-def arena_tabs(
-    chat: ChatService, identity: Identity, user_token: gr.BrowserState, config: ArenaConfig
-) -> None:
+def arena_tabs(arena: ArenaService, identity: Identity, user_token: gr.BrowserState) -> None:
     """Both tabs, inside the page's `gr.Blocks`."""
     with gr.Tab("Arena"):
-        arena_tab(ArenaService(chat, config), identity, user_token)
+        arena_tab(arena, identity, user_token)
     with gr.Tab("Leaderboard") as tab:
-        leaderboard_tab(chat.store, tab)
+        leaderboard_tab(arena.chat.store, tab)
 
 
 # -- arena ------------------------------------------------------------------------------

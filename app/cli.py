@@ -212,12 +212,222 @@ def _export(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
+# -- train ------------------------------------------------------------------------------
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="run training cycles: once, or on the configured schedule",
+        description="One cycle: feedback -> reward model -> PPO -> gate -> publish -> promote. "
+        "A running server notices a version promoted here within serving.version_poll_seconds.",
+    )
+    _common(p)
+    p.add_argument("--once", action="store_true", help="run one cycle now and exit")
+    p.add_argument("--force", action="store_true", help="train even without enough new feedback")
+    p.set_defaults(handler=_train)
+
+
+def _train(args: argparse.Namespace, config: Config) -> int:
+    import threading
+
+    from trainer.schedule import TrainingBusy, TrainingScheduler
+
+    scheduler = TrainingScheduler(config.storage.db_path, config.training(), config.schedule)
+    if not args.once:
+        scheduler.start()
+        print(f"training on schedule ({scheduler.trigger()}); Ctrl-C to stop")
+        try:
+            threading.Event().wait()
+        except KeyboardInterrupt:
+            scheduler.shutdown()
+        return 0
+    try:
+        result = scheduler.run_once(force=args.force)
+    except TrainingBusy as exc:
+        print(f"rlhf-chat train: {exc}", file=sys.stderr)
+        return 1
+    print(result.get("summary") or result.get("error"))
+    return 0 if result["status"] != "failed" else 1
+
+
+# -- versions ---------------------------------------------------------------------------
+
+
+def _add_versions(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("versions", help="list, promote or roll back model versions")
+    actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    listing = actions.add_parser("list", help="every version with its status")
+    _common(listing)
+    listing.set_defaults(handler=_versions_list)
+    promote = actions.add_parser("promote", help="make a version live")
+    _common(promote)
+    promote.add_argument("name", help="the version to make live")
+    promote.set_defaults(handler=_versions_promote)
+    rollback = actions.add_parser("rollback", help="make the previous live version live again")
+    _common(rollback)
+    rollback.set_defaults(handler=_versions_rollback)
+
+
+def _versions_list(args: argparse.Namespace, config: Config) -> int:
+    from storage import Store
+
+    store = Store(config.storage.db_path)
+    try:
+        for v in store.versions(None):
+            reasons = "; ".join(v.metrics.get("gate_reasons") or [])
+            print(f"{v.name:14} {v.kind:7} {v.status:12} {v.created_at}  {reasons}".rstrip())
+    finally:
+        store.close()
+    return 0
+
+
+def _versions_promote(args: argparse.Namespace, config: Config) -> int:
+    from app.admin_api import promote_version
+
+    return _version_action(config, lambda store: promote_version(store, None, args.name))
+
+
+def _versions_rollback(args: argparse.Namespace, config: Config) -> int:
+    from app.admin_api import rollback_version
+
+    return _version_action(config, lambda store: rollback_version(store, None))
+
+
+def _version_action(config: Config, action: Callable[[Any], str]) -> int:
+    from app.chat import InputError
+    from storage import Store
+
+    store = Store(config.storage.db_path)
+    try:
+        print(f"live: {action(store)}")
+        return 0
+    except InputError as exc:
+        print(f"rlhf-chat versions: {exc.message}", file=sys.stderr)
+        return 1
+    finally:
+        store.close()
+
+
+# -- ppo --------------------------------------------------------------------------------
+
+
+def _add_ppo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "ppo",
+        help="run LoRA PPO rounds alone and write the adapter",
+        description="Warm-start from the live adapter (or a fresh LoRA on the base model), run "
+        "PPO rounds against the live reward model or a reward function, and write the new "
+        "adapter. Nothing is published: `rlhf-chat train` gates and ships.",
+    )
+    _common(p)
+    p.add_argument(
+        "--reward",
+        metavar="MODULE:FUNC",
+        help="FUNC(prompts, completions) -> list[float] replaces the reward model",
+    )
+    p.add_argument("--rounds", type=int, help="PPO rounds (ppo.rounds)")
+    p.add_argument(
+        "--prompts-file",
+        metavar="FILE",
+        help='one prompt per line (.jsonl: a string, {"prompt": ...} or {"messages": [...]} '
+        "per line); default: user turns of the stored conversations",
+    )
+    p.add_argument("--device", help="cpu, cuda[:N] or mps (ppo.device)")
+    p.add_argument(
+        "--out", metavar="DIR", help="where the adapter goes (default DATA_DIR/runs/RUN_ID/adapter)"
+    )
+    p.set_defaults(
+        handler=_ppo, overrides=lambda a: {"ppo.rounds": a.rounds, "ppo.device": a.device}
+    )
+
+
+def _ppo(args: argparse.Namespace, config: Config) -> int:
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from storage import Store
+    from trainer.models import ModelSourceError, resolve_base_model
+    from trainer.ppo import PPOError, build_policy, read_prompts, run_ppo
+
+    store = Store(config.storage.db_path)
+    try:
+        reward_fn = _ppo_reward_function(args.reward, config, store)
+        prompts = read_prompts(args.prompts_file) if args.prompts_file else store.prompt_contexts()
+        if not prompts:
+            raise PPOError("no prompts: the store has no conversations yet; pass --prompts-file")
+        base = resolve_base_model(config.model.source, config.storage.data_dir)
+        live = store.live_version("policy")
+        policy, tokenizer = build_policy(base, config.ppo, adapter_dir=live.path or None)
+        run_id = store.start_run("ppo").id
+        out = Path(args.out or config.storage.data_dir / "runs" / str(run_id) / "adapter")
+        bar = tqdm(total=config.ppo.rounds, desc="ppo", unit="round")
+
+        def progress(stats: Any) -> None:
+            bar.update(1)
+            bar.write(stats.summary())
+
+        try:
+            result = run_ppo(
+                policy,
+                tokenizer,
+                prompts,
+                reward_fn,
+                config.ppo,
+                store=store,
+                run_id=run_id,
+                progress=progress,
+                output_dir=out,
+            )
+        except BaseException as exc:
+            store.finish_run(run_id, "failed", error=f"{type(exc).__name__}: {exc}")
+            raise
+        finally:
+            bar.close()
+        metrics = {**result.final.metrics(), "adapter_dir": str(out), "live": live.name}
+        n_examples = config.ppo.rounds * config.ppo.rollout_batch_size
+        store.finish_run(run_id, "succeeded", n_examples=n_examples, metrics=metrics)
+    except (ValueError, PPOError, ModelSourceError) as exc:
+        print(f"rlhf-chat ppo: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        store.close()
+    print(f"adapter written to {out} (warm-started from {live.name}; not published)")
+    return 0
+
+
+def _ppo_reward_function(spec: str | None, config: Config, store: Any) -> Any:
+    """`--reward MODULE:FUNC` (modules in the working directory import too), else the live
+    reward model."""
+    import os
+
+    from trainer.ppo import PPOError, load_reward_function
+
+    if spec:
+        if os.getcwd() not in sys.path:
+            sys.path.insert(0, os.getcwd())
+        return load_reward_function(spec)
+    try:
+        from trainer.errors import RewardModelError
+        from trainer.reward import latest_reward_model
+    except ImportError as exc:
+        raise PPOError(f"no reward model available ({exc}); pass --reward MODULE:FUNC") from exc
+    try:
+        return latest_reward_model(store, device=config.reward.device).score
+    except RewardModelError as exc:
+        raise PPOError(f"{exc}, or pass --reward MODULE:FUNC") from exc
+
+
 # -- main -------------------------------------------------------------------------------
 
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_serve,
+    _add_train,
+    _add_versions,
     _add_reward,
     _add_export,
+    _add_ppo,
 ]
 
 

@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from trainer.config import ModelConfig
+from trainer.cycle_config import CycleConfig, GateConfig, ScheduleConfig, TrainingConfig
+from trainer.ppo_config import PPOConfig
 from trainer.reward_config import RewardConfig
 
 ENV_PREFIX = "RLHF_CHAT_"
@@ -68,6 +70,9 @@ class ServingConfig:
 
     max_batch_size: int = 8
     """Concurrent chats generated together in one batch (peft serves mixed adapters in one batch)."""
+
+    version_poll_seconds: float = 2.0
+    """How often the server checks the store for a newly promoted version (hot swap)."""
 
     def __post_init__(self) -> None:
         if self.backend not in ("local", "scripted"):
@@ -135,6 +140,21 @@ class Config:
     auth: AuthConfig = field(default_factory=AuthConfig)
     arena: ArenaConfig = field(default_factory=ArenaConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
+    ppo: PPOConfig = field(default_factory=PPOConfig)
+    gate: GateConfig = field(default_factory=GateConfig)
+    cycle: CycleConfig = field(default_factory=CycleConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+
+    def training(self) -> TrainingConfig:
+        """What one training cycle needs, as the trainer's own config."""
+        return TrainingConfig(
+            data_dir=self.storage.data_dir,
+            model=self.model,
+            reward=self.reward,
+            ppo=self.ppo,
+            gate=self.gate,
+            cycle=self.cycle,
+        )
 
 
 def load_config(

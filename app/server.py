@@ -4,20 +4,25 @@ FastAPI app, served by uvicorn."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import gradio as gr
 from fastapi import FastAPI
 
+from app.admin_api import install_admin_api
 from app.api import install_api
 from app.arena import ArenaService
 from app.arena_api import install_arena_api
 from app.chat import ChatService
 from app.config import Config
 from app.identity import Identity, ensure_session_secret
-from app.serving import BASE_VERSION, ChatBackend, LocalBackend, ScriptedBackend
+from app.serving import ChatBackend, LocalBackend, ScriptedBackend
+from app.swap import VersionSync
 from app.ui import build_demo
 from storage import Store
+from trainer.cycle import judge_canaries
+from trainer.schedule import TrainingScheduler
 
 log = logging.getLogger(__name__)
 
@@ -30,28 +35,32 @@ class App:
     store: Store
     backend: ChatBackend
     demo: gr.Blocks
+    sync: VersionSync
+    scheduler: TrainingScheduler
 
     def close(self) -> None:
+        self.scheduler.shutdown()
+        self.sync.stop()
         self.backend.close()
         self.store.close()
 
 
-def make_backend(config: Config, store: Store) -> ChatBackend:
-    """The configured backend, with every servable version loaded and the live one set."""
+def make_backend(config: Config) -> ChatBackend:
+    """The configured backend with the base model; `VersionSync` loads the adapters."""
     if config.serving.backend == "scripted":
-        backend: ChatBackend = ScriptedBackend()
-    else:
-        from trainer.models import resolve_base_model
+        return ScriptedBackend()
+    from trainer.models import resolve_base_model
 
-        base = resolve_base_model(config.model.source, config.storage.data_dir)
-        backend = LocalBackend.from_pretrained(
-            base, device=config.model.device, max_batch_size=config.serving.max_batch_size
-        )
-    live = store.live_version("policy")
-    if live.name != BASE_VERSION and live.path:
-        backend.load(live.name, live.path)
-    backend.set_live(live.name)
-    return backend
+    base = resolve_base_model(config.model.source, config.storage.data_dir)
+    return LocalBackend.from_pretrained(
+        base, device=config.model.device, max_batch_size=config.serving.max_batch_size
+    )
+
+
+def _canary_judge(store: Store, config: Config) -> Callable[[], object] | None:
+    if config.cycle.promotion != "canary":
+        return None
+    return lambda: judge_canaries(store, config.cycle)
 
 
 def create_app(config: Config, *, backend: ChatBackend | None = None) -> App:
@@ -60,17 +69,32 @@ def create_app(config: Config, *, backend: ChatBackend | None = None) -> App:
         config.auth.session_secret, config.storage.data_dir
     )
     store = Store(config.storage.db_path)
-    backend = backend or make_backend(config, store)
+    backend = backend or make_backend(config)
+    sync = VersionSync(
+        store,
+        backend,
+        interval_s=config.serving.version_poll_seconds,
+        before_sync=_canary_judge(store, config),
+    )
+    sync.sync()  # serve the live version from the first request on
+    sync.start()
+    scheduler = TrainingScheduler(config.storage.db_path, config.training(), config.schedule)
+    if config.schedule.enabled:
+        scheduler.start()
     api = FastAPI(title="rlhf-chat", docs_url="/api/docs", openapi_url="/api/openapi.json")
     service = ChatService(store, backend, config.serving)
     # FastAPI routes must exist before Gradio is mounted at "/"
     identity = Identity(config.auth.session_secret)
     install_api(api, service, identity)
-    install_arena_api(api, ArenaService(service, config.arena), identity)
-    demo = build_demo(backend, store, config)
+    arena = ArenaService(service, config.arena)
+    install_arena_api(api, arena, identity)
+    install_admin_api(api, store, sync, scheduler, config.auth.admin_token)
+    demo = build_demo(
+        backend, store, config, sync=sync, scheduler=scheduler, chat=service, arena=arena
+    )
     demo.queue(default_concurrency_limit=config.serving.max_batch_size)
     gr.mount_gradio_app(api, demo, path="/")
-    return App(api, store, backend, demo)
+    return App(api, store, backend, demo, sync, scheduler)
 
 
 def serve(config: Config) -> None:

@@ -54,6 +54,7 @@ class SamplingParams:
 
 
 _DONE = object()
+_STOP = object()  # tells the generation worker to exit
 
 
 class Reply:
@@ -215,7 +216,7 @@ class LocalBackend(ChatBackend):
         self.max_batch_size = max_batch_size
         self.batch_window_s = batch_window_s
         self.stop_token_ids = _stop_token_ids(model, tokenizer)
-        self._work: queue.Queue[_Request | _Command | None] = queue.Queue()
+        self._work: queue.Queue[_Request | _Command | object] = queue.Queue()
         self._lock = threading.Lock()  # guards the name tables read by request threads
         self._worker = threading.Thread(target=self._run, name="generation-worker", daemon=True)
         self._worker.start()
@@ -256,7 +257,7 @@ class LocalBackend(ChatBackend):
             self._live = self.resolve(version)
 
     def close(self) -> None:
-        self._work.put(None)
+        self._work.put(_STOP)
         self._worker.join(timeout=30)
 
     # -- worker thread ----------------------------------------------------------------
@@ -267,11 +268,11 @@ class LocalBackend(ChatBackend):
         command.done.result()
 
     def _run(self) -> None:
-        pending: _Request | _Command | None = None
+        pending: _Request | _Command | object | None = None
         while True:
             item = pending if pending is not None else self._work.get()
             pending = None
-            if item is None:
+            if item is _STOP:
                 return
             if isinstance(item, _Command):
                 try:
@@ -310,10 +311,11 @@ class LocalBackend(ChatBackend):
             if version == self._live:
                 raise BackendError(f"cannot unload the live version {version!r}")
             self._loaded.pop(version, None)
-        if hasattr(self.model, "delete_adapter") and version in getattr(
-            self.model, "peft_config", {}
-        ):
+        peft_config = getattr(self.model, "peft_config", {})
+        if version in peft_config:
             self.model.delete_adapter(version)
+            if not peft_config:  # peft cannot generate without an adapter: back to the base
+                self.model = self.model.unload()
         log.info("unloaded adapter %s", version)
 
     def _generate(self, batch: list[_Request]) -> None:

@@ -14,28 +14,48 @@ from typing import Any
 
 import gradio as gr
 
+from app.arena import ArenaService
 from app.arena_ui import arena_tabs
 from app.chat import ChatService, InputError
 from app.config import Config
+from app.dashboard_ui import dashboard_tab
 from app.identity import Identity, InvalidToken, ensure_session_secret
 from app.serving import BackendError, ChatBackend
+from app.swap import VersionSync
 from storage import Store, StoreError
+from trainer.schedule import TrainingScheduler
 
 log = logging.getLogger(__name__)
 
 USER_STORAGE_KEY = "rlhf-chat-user"
 
 
-def build_demo(backend: ChatBackend, store: Store, config: Config) -> gr.Blocks:
+def build_demo(
+    backend: ChatBackend,
+    store: Store,
+    config: Config,
+    *,
+    sync: VersionSync | None = None,
+    scheduler: TrainingScheduler | None = None,
+    chat: ChatService | None = None,
+    arena: ArenaService | None = None,
+) -> gr.Blocks:
+    """The page. With `sync` and `scheduler` (the running server's) it has a Dashboard;
+    `chat` and `arena` share the HTTP API's services (one vote limiter for both)."""
     secret = ensure_session_secret(config.auth.session_secret, config.storage.data_dir)
-    service = ChatService(store, backend, config.serving)
+    service = chat or ChatService(store, backend, config.serving)
+    arena = arena or ArenaService(service, config.arena)
     identity = Identity(secret)
     with gr.Blocks(title="rlhf-chat") as demo:
         user_token = gr.BrowserState(None, storage_key=USER_STORAGE_KEY, secret=secret)
         live = gr.Markdown(elem_id="live-version")
         with gr.Tab("Chat"):
             chat_tab(service, identity, user_token, live)
-        arena_tabs(service, identity, user_token, config.arena)
+        arena_tabs(arena, identity, user_token)
+        if sync is not None and scheduler is not None:
+            with gr.Tab("Dashboard"):
+                refresh, outputs = dashboard_tab(store, sync, scheduler, config.auth.admin_token)
+            demo.load(refresh, outputs=outputs, show_progress="hidden")
         demo.load(_sign_in(identity, store), inputs=[user_token], outputs=[user_token]).then(
             lambda: _live_text(backend), outputs=[live]
         )

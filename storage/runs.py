@@ -147,6 +147,56 @@ class VersionsAndRuns:
             )
         return self.get_version(name)
 
+    def rollback(self, kind: str = "policy") -> ModelVersion:
+        """Make the previous live version live again; the current one becomes
+        `rolled_back`. One transaction."""
+        previous = self.previous_live_version(kind)  # type: ignore[attr-defined]
+        if previous is None:
+            raise NotFound(f"no earlier {kind} version to roll back to")
+        return self.promote(previous.name, previous_status="rolled_back")
+
+    def feedback_watermark(self) -> int:
+        """A number that grows with every new judgment (thumbs, edits, retries, flags
+        and battle votes): the sum of the highest feedback id and the number of voted
+        battles. A cycle trains only when it has moved far enough."""
+        row = self._one(
+            "SELECT (SELECT coalesce(max(id), 0) FROM feedback)"
+            " + (SELECT count(*) FROM battles WHERE outcome IS NOT NULL) AS mark"
+        )
+        return int(row["mark"]) if row else 0
+
+    def last_cycle_watermark(self) -> int:
+        """The watermark of the last cycle that trained (succeeded or was rejected by the gate)."""
+        row = self._one(
+            "SELECT feedback_watermark FROM training_runs WHERE kind = 'cycle'"
+            " AND status = 'succeeded' ORDER BY id DESC LIMIT 1"
+        )
+        return int(row["feedback_watermark"] or 0) if row else 0
+
+    def set_run_stage(self, run_id: int, stage: str) -> None:
+        """Record which stage a running run has reached (what the dashboard shows)."""
+        run = self.get_run(run_id)
+        with self._write() as db:
+            db.execute(
+                "UPDATE training_runs SET metrics_json = ? WHERE id = ?",
+                (json.dumps({**run.metrics, "stage": stage}), run_id),
+            )
+
+    def last_run_id(self) -> int:
+        row = self._one("SELECT coalesce(max(id), 0) AS id FROM training_runs")
+        return int(row["id"]) if row else 0
+
+    def fail_abandoned_runs(self, error: str, *, after_id: int = 0) -> int:
+        """Mark runs with id > `after_id` still `running` as failed (their process
+        died); returns how many."""
+        with self._write() as db:
+            cursor = db.execute(
+                "UPDATE training_runs SET status = 'failed', finished_at = ?, error = ?"
+                " WHERE status = 'running' AND id > ?",
+                (utcnow(), error, after_id),
+            )
+        return cursor.rowcount
+
     # -- training runs -------------------------------------------------------------
 
     def start_run(self, kind: str, *, feedback_watermark: int | None = None) -> TrainingRun:
@@ -176,6 +226,7 @@ class VersionsAndRuns:
     ) -> TrainingRun:
         if status not in RUN_STATUSES or status == "running":
             raise InvalidValue(f"a run finishes as succeeded, failed or skipped, not {status!r}")
+        merged = {**self.get_run(run_id).metrics, **(metrics or {})}  # keeps the last stage
         with self._write() as db:
             db.execute(
                 "UPDATE training_runs SET status = ?, finished_at = ?, n_examples = ?,"
@@ -184,7 +235,7 @@ class VersionsAndRuns:
                     status,
                     utcnow(),
                     n_examples,
-                    json.dumps(metrics) if metrics else None,
+                    json.dumps(merged) if merged else None,
                     error,
                     run_id,
                 ),
@@ -221,3 +272,47 @@ class VersionsAndRuns:
         ):
             series.setdefault(row["name"], []).append((row["step"], row["value"]))
         return series
+
+    # -- prompts for policy training ---------------------------------------------------
+
+    def prompt_contexts(
+        self, limit: int = 256, *, max_messages: int = 16
+    ) -> list[list[dict[str, str]]]:
+        """Prompts for PPO from real conversations, most recent first.
+
+        Each is a user message with the turns before it (followed through `parent_id`
+        back to the conversation's start, at most `max_messages` in all), as
+        `{"role", "content"}` dicts ending with that user turn. Conversations of users
+        flagged as abusive are left out, and a context seen twice is returned once, so
+        up to `limit` come back.
+        """
+        rows = self.db.query(
+            """
+            WITH RECURSIVE recent(id) AS (
+                SELECT m.id FROM messages m
+                JOIN conversations c ON c.id = m.conversation_id
+                JOIN users u ON u.id = c.user_id
+                WHERE m.role = 'user' AND u.is_flagged = 0 AND trim(m.content) != ''
+                ORDER BY m.id DESC LIMIT ?
+            ),
+            chain(start_id, id, parent_id, role, content, depth) AS (
+                SELECT m.id, m.id, m.parent_id, m.role, m.content, 0
+                FROM messages m JOIN recent r ON r.id = m.id
+                UNION ALL
+                SELECT chain.start_id, p.id, p.parent_id, p.role, p.content, chain.depth + 1
+                FROM messages p JOIN chain ON p.id = chain.parent_id
+                WHERE chain.depth + 1 < ?
+            )
+            SELECT start_id, role, content FROM chain ORDER BY start_id DESC, depth DESC
+            """,
+            (limit, max_messages),
+        )
+        contexts: dict[int, list[dict[str, str]]] = {}
+        for row in rows:
+            contexts.setdefault(row["start_id"], []).append(
+                {"role": row["role"], "content": row["content"]}
+            )
+        unique: dict[tuple[tuple[str, str], ...], list[dict[str, str]]] = {}
+        for messages in contexts.values():
+            unique.setdefault(tuple((m["role"], m["content"]) for m in messages), messages)
+        return list(unique.values())

@@ -2,7 +2,6 @@ import threading
 
 import pytest
 import torch
-from peft import LoraConfig, get_peft_model
 
 from app.serving import (
     BackendError,
@@ -11,23 +10,10 @@ from app.serving import (
     ScriptedBackend,
     UnknownVersion,
 )
+from tests.adapters import random_adapter
 
 GREEDY = SamplingParams(temperature=0.0, max_new_tokens=8)
 PROMPT = [{"role": "user", "content": "Say something."}]
-
-
-def make_adapter(model_dir, out, seed):
-    from trainer.models import load_causal_lm
-
-    torch.manual_seed(seed)
-    config = LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
-    peft_model = get_peft_model(load_causal_lm(str(model_dir)), config)
-    with torch.no_grad():
-        for name, p in peft_model.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0, 2.0)  # strong enough to change greedy answers
-    peft_model.save_pretrained(out)
-    return str(out)
 
 
 @pytest.fixture
@@ -41,8 +27,8 @@ def backend(tiny_model, tokenizer):
 def adapters(tiny_model_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("adapters")
     return {
-        "v1": make_adapter(tiny_model_dir, root / "v1", 1),
-        "v2": make_adapter(tiny_model_dir, root / "v2", 2),
+        "v1": random_adapter(tiny_model_dir, root / "v1", 1),
+        "v2": random_adapter(tiny_model_dir, root / "v2", 2),
     }
 
 
@@ -82,6 +68,7 @@ def test_each_request_gets_its_own_version_even_in_one_batch(backend, adapters):
 
 
 def test_live_switch_and_unload(backend, adapters):
+    base_answer = backend.stream(PROMPT, params=GREEDY).text()
     backend.load("v1", adapters["v1"])
     backend.set_live("v1")
     assert "v1" == backend.stream(PROMPT, params=GREEDY).version
@@ -92,6 +79,9 @@ def test_live_switch_and_unload(backend, adapters):
     assert ["base"] == backend.versions()
     with pytest.raises(UnknownVersion):
         backend.stream(PROMPT, version="v1")
+    # with its last adapter gone the backend serves the base model again
+    again = backend.stream(PROMPT, params=GREEDY)
+    assert ("base", base_answer) == (again.version, again.text())
 
 
 def test_many_concurrent_chats_all_finish(backend):

@@ -1,0 +1,239 @@
+"""One training cycle: feedback → reward model → PPO → gate → publish → promote.
+
+    run_cycle(store, config, *, force=False) -> CycleResult
+
+1. skip (a recorded outcome, not an error) unless enough judgments arrived since
+   the last cycle that trained;
+2. refresh the reward model on every kind of feedback (trainer.reward);
+3. PPO rounds on prompts from real conversations, warm-started from the live adapter,
+   KL anchored to the base model (trainer.ppo);
+4. the gate compares candidate and live on held-out prompts (trainer.gate);
+5. publish the adapter atomically (trainer.publish): `rejected` with the gate's
+   reasons, or `candidate`; with `promotion = "gate"` promote it at once, with
+   `"canary"` leave it to `judge_canaries` after arena battles against live;
+6. record the run, its stage as it goes, and its metrics for the dashboard.
+
+Until the single promote transaction at the end, nothing the server reads changes: a
+crash at any stage leaves the live version serving and no half-written version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from storage import Store
+from trainer.cycle_config import CycleConfig, TrainingConfig
+from trainer.errors import TrainingSkipped
+from trainer.gate import GateResult, PolicyStats, evaluate_gate
+from trainer.models import resolve_base_model
+from trainer.publish import next_version_name, publish_adapter, remove_unpublished
+
+log = logging.getLogger(__name__)
+
+STAGES = ("data", "reward", "ppo", "gate", "publish", "promote")
+StageHook = Callable[[str], None]
+
+
+@dataclass
+class CycleResult:
+    status: str  # skipped | published | promoted | rejected
+    run_id: int
+    reason: str = ""
+    version: str | None = None
+    gate: GateResult | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        text = f"cycle {self.run_id}: {self.status}"
+        if self.version:
+            text += f" {self.version}"
+        if self.reason:
+            text += f" ({self.reason})"
+        return text
+
+
+def split_prompts(
+    prompts: list[list[dict[str, str]]], n_heldout: int
+) -> tuple[list[list[dict[str, str]]], list[list[dict[str, str]]]]:
+    """Deterministic train/held-out split by a hash of each prompt's text, so the same
+    prompt always lands on the same side across cycles."""
+
+    def key(p: list[dict[str, str]]) -> str:
+        return hashlib.sha256("\x1e".join(m["content"] for m in p).encode()).hexdigest()
+
+    ordered = sorted(prompts, key=key)
+    heldout_n = min(n_heldout, max(1, len(ordered) // 4))
+    return ordered[heldout_n:], ordered[:heldout_n]
+
+
+def run_cycle(
+    store: Store,
+    config: TrainingConfig,
+    *,
+    force: bool = False,
+    stage_hook: StageHook | None = None,
+) -> CycleResult:
+    """One cycle, recorded as a `cycle` run; see the module docstring."""
+    watermark = store.feedback_watermark()
+    run = store.start_run("cycle", feedback_watermark=watermark)
+
+    def stage(name: str) -> None:
+        store.set_run_stage(run.id, name)
+        if stage_hook is not None:
+            stage_hook(name)
+
+    try:
+        stage("data")
+        new = watermark - store.last_cycle_watermark()
+        if not force and new < config.cycle.min_new_feedback:
+            reason = (
+                f"{new} new judgments since the last cycle, {config.cycle.min_new_feedback} "
+                "needed (cycle.min_new_feedback)"
+            )
+            store.finish_run(run.id, "skipped", error=reason)
+            return CycleResult("skipped", run.id, reason)
+        remove_unpublished(store, config.data_dir)
+        result = _train_and_ship(store, config, run.id, stage)
+    except TrainingSkipped as exc:
+        store.finish_run(run.id, "skipped", error=str(exc))
+        return CycleResult("skipped", run.id, str(exc))
+    except Exception as exc:
+        store.finish_run(run.id, "failed", error=f"{type(exc).__name__}: {exc}")
+        raise
+    store.finish_run(
+        run.id,
+        "succeeded",
+        metrics={**result.metrics, "outcome": result.status, "version": result.version},
+    )
+    return result
+
+
+def _train_and_ship(
+    store: Store, config: TrainingConfig, run_id: int, stage: Callable[[str], None]
+) -> CycleResult:
+    from trainer.ppo import build_policy, evaluate_policy, run_ppo
+    from trainer.reward import train_reward_model
+
+    base = resolve_base_model(config.model.source, config.data_dir)
+    stage("reward")
+    reward = train_reward_model(store, config.reward, data_dir=config.data_dir, base_model=base)
+    reward_fn = reward.model.score
+    prompts = store.prompt_contexts(limit=512)
+    train_prompts, heldout = split_prompts(prompts, config.cycle.heldout_prompts)
+    if not train_prompts:
+        raise TrainingSkipped(f"only {len(prompts)} distinct prompts in the store; need more")
+
+    stage("ppo")
+    live = store.live_version("policy")
+    ppo_config = replace(config.ppo, rounds=config.cycle.ppo_rounds)
+    policy, tokenizer = build_policy(base, ppo_config, adapter_dir=live.path or None)
+    eval_seed = config.ppo.seed + 1
+    before = evaluate_policy(policy, tokenizer, heldout, reward_fn, ppo_config, seed=eval_seed)
+    workdir = Path(config.data_dir) / "runs" / str(run_id) / "adapter"
+    ppo = run_ppo(
+        policy, tokenizer, train_prompts, reward_fn, ppo_config, store=store, output_dir=workdir
+    )
+    after = evaluate_policy(policy, tokenizer, heldout, reward_fn, ppo_config, seed=eval_seed)
+
+    stage("gate")
+    gate = evaluate_gate(
+        _stats(after),
+        _stats(before),
+        config.gate,
+        reward_agreement=reward.metrics.get("heldout_accuracy"),
+    )
+    metrics = {
+        "reward_model": reward.version,
+        "reward_model_accuracy": reward.metrics.get("heldout_accuracy"),
+        "mean_reward": after.reward,
+        "kl": after.kl,
+        "beta": ppo.kl_coef,
+        "response_length": after.response_length,
+        "no_eos_rate": after.no_eos_rate,
+        "train_prompts": len(train_prompts),
+        "heldout_prompts": len(heldout),
+        **gate.metrics,
+    }
+    store.log_metrics(run_id, 0, {k: v for k, v in metrics.items() if _is_number(v)})
+
+    stage("publish")
+    name = next_version_name(store)
+    status = "candidate" if gate.passed else "rejected"
+    version_metrics = {**metrics, "gate_reasons": gate.reasons, "cycle_run": run_id}
+    publish_adapter(
+        store,
+        workdir,
+        config.data_dir,
+        name,
+        parent=live.name,
+        metrics=version_metrics,
+        status=status,
+    )
+    if not gate.passed:
+        return CycleResult("rejected", run_id, "; ".join(gate.reasons), name, gate, metrics)
+    if config.cycle.promotion == "canary":
+        return CycleResult("published", run_id, "waiting for canary battles", name, gate, metrics)
+    stage("promote")
+    store.promote(name)
+    return CycleResult("promoted", run_id, "", name, gate, metrics)
+
+
+def _stats(evaluation: Any) -> PolicyStats:
+    return PolicyStats(
+        mean_reward=evaluation.reward,
+        kl_to_base=evaluation.kl,
+        median_length=evaluation.response_length,
+        no_eos_rate=evaluation.no_eos_rate,
+    )
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def judge_canaries(store: Store, config: CycleConfig) -> list[tuple[str, str]]:
+    """Promote or retire candidates by their arena record against live.
+
+    A candidate with at least `canary_min_votes` voted battles against the live
+    version is promoted when its win rate (ties half; both-bad votes left out) reaches
+    `canary_win_rate`, and retired otherwise. Returns
+    [(version, "promoted" | "retired")].
+    """
+    live = store.live_version("policy")
+    decisions = []
+    for candidate in [v for v in store.versions("policy") if v.status == "candidate"]:
+        wins, total = head_to_head(store, candidate.name, live.name)
+        if total < config.canary_min_votes:
+            continue
+        rate = wins / total
+        if rate >= config.canary_win_rate:
+            store.promote(candidate.name)
+            decisions.append((candidate.name, "promoted"))
+            live = store.live_version("policy")
+        else:
+            store.set_version_status(
+                candidate.name, "retired", metrics={"canary_win_rate": rate, "canary_votes": total}
+            )
+            decisions.append((candidate.name, "retired"))
+    return decisions
+
+
+def head_to_head(store: Store, version: str, opponent: str) -> tuple[float, int]:
+    """(wins of `version` over `opponent` with ties counting half, battles). A both-bad
+    vote says neither is better: it counts for neither side and is left out."""
+    wins, total = 0.0, 0
+    for battle in store.battle_results():
+        sides = (battle.version_a, battle.version_b)
+        if set(sides) != {version, opponent} or battle.outcome == "both_bad":
+            continue
+        total += 1
+        if battle.outcome == "tie":
+            wins += 0.5
+        elif sides[0 if battle.outcome == "a" else 1] == version:
+            wins += 1
+    return wins, total
