@@ -101,7 +101,12 @@ def install_api(app: FastAPI, service: ChatService, identity: Identity) -> None:
 
     @app.get("/healthz")
     def healthz() -> dict[str, Any]:
-        return {"status": "ok", "live_version": backend.live_version}
+        # 200 even when degraded: the page still loads and says what is wrong, and a
+        # container health check does not restart the web process for a model server's outage
+        problem = backend.health()
+        if problem is None:
+            return {"status": "ok", "live_version": backend.live_version}
+        return {"status": "degraded", "live_version": backend.live_version, "problem": problem}
 
     @app.get("/api/version")
     def version() -> dict[str, Any]:

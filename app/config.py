@@ -51,7 +51,32 @@ class ServingConfig:
     host: str = "127.0.0.1"
     port: int = 7860
     backend: str = "local"
-    """`local` (transformers + peft in this process) or `scripted` (canned answers, for UI tests)."""
+    """`local` (transformers + peft in this process), `remote` (a TGI or vLLM server at
+    `remote_url`) or `scripted` (canned answers, for UI tests)."""
+
+    remote_url: str = ""
+    """The model server's base URL for `backend = "remote"`, e.g. `http://127.0.0.1:8080`."""
+
+    remote_kind: str = "tgi"
+    """`tgi` (adapters fixed at the server's start) or `vllm` (adapters loaded at run time)."""
+
+    remote_base_model: str = ""
+    """The `model` name that asks the server for the base model. Empty: `tgi` on TGI, the
+    first model `/v1/models` lists on vLLM."""
+
+    remote_adapters: list[str] = field(default_factory=list)
+    """TGI only: the `LORA_ADAPTERS` the server was started with (`v3=/data/adapters/v3,...`);
+    a version outside it is refused rather than silently served by the base model."""
+
+    remote_data_dir: str = ""
+    """The data directory as the model server sees it (e.g. `/data` when mounted there in
+    its container); adapter paths are sent under it. Empty: the same paths as here."""
+
+    remote_token: str = ""
+    """Bearer token for the model server (`--api-key`); empty: none is sent."""
+
+    remote_timeout_s: float = 60.0
+    """How long to wait for the model server before telling the user it is not answering."""
 
     temperature: float = 0.7
     """Default sampling temperature. SmolLM2-135M turns incoherent near 1.0."""
@@ -75,10 +100,21 @@ class ServingConfig:
     """How often the server checks the store for a newly promoted version (hot swap)."""
 
     def __post_init__(self) -> None:
-        if self.backend not in ("local", "scripted"):
+        if self.backend not in ("local", "remote", "scripted"):
             raise ConfigError(
-                f"serving.backend must be 'local' or 'scripted', not {self.backend!r}"
+                f"serving.backend must be 'local', 'remote' or 'scripted', not {self.backend!r}"
             )
+        if self.remote_kind not in ("tgi", "vllm"):
+            raise ConfigError(
+                f"serving.remote_kind must be 'tgi' or 'vllm', not {self.remote_kind!r}"
+            )
+        if self.backend == "remote" and not self.remote_url.startswith(("http://", "https://")):
+            raise ConfigError(
+                "serving.backend = 'remote' needs serving.remote_url, the model server's "
+                "http(s):// URL (--remote-url or RLHF_CHAT_SERVING_REMOTE_URL)"
+            )
+        if not self.remote_timeout_s > 0:
+            raise ConfigError("serving.remote_timeout_s must be more than 0 seconds")
         if not 0 < self.port < 65536:
             raise ConfigError(f"serving.port must be between 1 and 65535, not {self.port}")
         if not 0.0 <= self.temperature <= 2.0:

@@ -49,6 +49,10 @@ def make_backend(config: Config) -> ChatBackend:
     """The configured backend with the base model; `VersionSync` loads the adapters."""
     if config.serving.backend == "scripted":
         return ScriptedBackend()
+    if config.serving.backend == "remote":
+        from app.remote import RemoteBackend
+
+        return RemoteBackend.from_config(config.serving, config.storage.data_dir)
     from trainer.models import resolve_base_model
 
     base = resolve_base_model(config.model.source, config.storage.data_dir)

@@ -148,6 +148,11 @@ class ChatBackend:
     def set_live(self, version: str) -> None:
         self._live = self.resolve(version)
 
+    def health(self) -> str | None:
+        """None when the backend can answer, else a short description of what is wrong
+        (a remote model server that is down); `/healthz` reports it as degraded."""
+        return None
+
     def close(self) -> None:
         pass
 
