@@ -131,6 +131,8 @@ def test_pairwise_metrics_by_hand():
         }
     )
     assert pairwise_metrics([], []) == {"n": 0}
+    # far apart scores neither overflow nor lose the sign
+    assert pairwise_metrics([0.0], [2000.0]) == {"n": 1, "accuracy": 0.0, "brier": 1.0, "ece": 1.0}
 
 
 # -- training ----------------------------------------------------------------------------

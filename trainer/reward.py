@@ -197,7 +197,7 @@ def pairwise_metrics(
     n = len(chosen)
     if n == 0:
         return {"n": 0}
-    p = [1.0 / (1.0 + math.exp(-(c - r))) for c, r in zip(chosen, rejected, strict=True)]
+    p = [_sigmoid(c - r) for c, r in zip(chosen, rejected, strict=True)]
     accuracy = sum(
         1.0 if c > r else 0.5 if c == r else 0.0 for c, r in zip(chosen, rejected, strict=True)
     )
@@ -209,6 +209,12 @@ def pairwise_metrics(
         bins[min(int((confidence - 0.5) * 2 * n_bins), n_bins - 1)].append((confidence, correct))
     ece = sum(abs(sum(c for c, _ in b) - sum(k for _, k in b)) for b in bins if b)
     return {"n": n, "accuracy": accuracy / n, "brier": brier / n, "ece": ece / n}
+
+
+def _sigmoid(x: float) -> float:
+    if x >= 0:
+        return 1.0 / (1.0 + math.exp(-x))
+    return math.exp(x) / (1.0 + math.exp(x))  # no overflow for very negative x
 
 
 def evaluate_pairs(model: RewardModel, pairs: Sequence[PreferencePair]) -> dict[str, float]:
@@ -318,6 +324,7 @@ def _train_and_publish(
     store.add_version("reward", name, path=str(path), sha256=_sha256(path), metrics=metrics)
     store.promote(name)
     reward_model.name = name
+    log.info("%s is live: %s", name, json.dumps(metrics))
     return RewardOutcome(name, path, run_id, metrics, data.report, reward_model)
 
 
