@@ -21,7 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from app.chat import ChatService, InputError
 from app.identity import Identity, InvalidToken
 from app.serving import BackendError
-from storage import Store
+from storage import NotFound, Store
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ def bearer_user(request: Request, identity: Identity, store: Store) -> int:
     try:
         uid = identity.verify(token.strip())
         store.get_user(uid)
-    except (InvalidToken, Exception) as exc:
+    except (InvalidToken, NotFound) as exc:  # forged, or signed for a user who is gone
         raise InputError(401, "the user token is not valid") from exc
     return uid
 
