@@ -427,6 +427,69 @@ def _ppo_reward_function(spec: str | None, config: Config, store: Any) -> Any:
         raise PPOError(f"{exc}, or pass --reward MODULE:FUNC") from exc
 
 
+# -- backup and restore -----------------------------------------------------------------
+
+
+def _add_backup(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "backup",
+        help="back up the database now (safe while a server runs)",
+        description="An online SQLite backup into DATA_DIR/backups/chat-<UTC time>.db; the "
+        "newest backup.keep are kept.",
+    )
+    _common(p)
+    p.set_defaults(handler=_backup)
+
+
+def _backup(args: argparse.Namespace, config: Config) -> int:
+    from app.backup import Backups
+    from storage.backup import BackupError
+
+    if not config.storage.db_path.exists():
+        print(f"rlhf-chat backup: no database at {config.storage.db_path}", file=sys.stderr)
+        return 1
+    try:
+        print(Backups(config.storage.db_path, config.backup).take())
+    except BackupError as exc:
+        print(f"rlhf-chat backup: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _add_restore(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "restore",
+        help="replace the database with a backup",
+        description="Checks the backup (PRAGMA integrity_check), refuses while a server runs "
+        "on the data directory, moves the current chat.db aside "
+        "(chat.db.before-restore-<UTC time>) and puts a copy of the backup in its place.",
+    )
+    _common(p)
+    p.add_argument("file", metavar="FILE", help="a backup, e.g. DATA_DIR/backups/chat-*.db")
+    p.set_defaults(handler=_restore)
+
+
+def _restore(args: argparse.Namespace, config: Config) -> int:
+    from app.backup import data_dir_in_use
+    from storage.backup import BackupError, restore_database
+
+    if data_dir_in_use(config.storage.data_dir):
+        print(
+            f"rlhf-chat restore: a server is running on {config.storage.data_dir}; stop it first",
+            file=sys.stderr,
+        )
+        return 1
+    try:
+        aside = restore_database(args.file, config.storage.db_path)
+    except BackupError as exc:
+        print(f"rlhf-chat restore: {exc}", file=sys.stderr)
+        return 1
+    print(f"restored {args.file} into {config.storage.db_path}")
+    if aside is not None:
+        print(f"the previous database is kept as {aside}")
+    return 0
+
+
 # -- main -------------------------------------------------------------------------------
 
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
@@ -436,6 +499,8 @@ SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_reward,
     _add_export,
     _add_ppo,
+    _add_backup,
+    _add_restore,
 ]
 
 

@@ -167,6 +167,39 @@ class ArenaConfig:
 
 
 @dataclass
+class BackupConfig:
+    """Online backups of the database into `<data_dir>/backups/`, optionally pushed to a
+    Hub dataset repo (a Space's disk is lost on every restart)."""
+
+    interval_minutes: float = 60.0
+    """Minutes between backups (`backups/chat-<UTC time>.db`); 0 turns them off."""
+
+    keep: int = 24
+    """How many backups to keep on disk; older ones are deleted."""
+
+    hub_repo: str = ""
+    """A Hub dataset repo (`you/rlhf-chat-backups`) that receives each backup as `chat.db`
+    (the repo's history keeps the older ones). Empty: local backups only."""
+
+    hub_token: str = ""
+    """A token that may write to `hub_repo`. Empty: HF_TOKEN or the saved login."""
+
+    restore_on_start: bool = True
+    """With `hub_repo` set and no database yet (a fresh Space disk), start from the
+    latest backup in the repo."""
+
+    def __post_init__(self) -> None:
+        if self.interval_minutes < 0:
+            raise ConfigError("backup.interval_minutes must be 0 (off) or more")
+        if self.keep < 1:
+            raise ConfigError("backup.keep must be at least 1")
+        if self.hub_repo and self.hub_repo.count("/") != 1:
+            raise ConfigError(
+                f"backup.hub_repo must be a dataset repo id like 'you/backups', not {self.hub_repo!r}"
+            )
+
+
+@dataclass
 class Config:
     """Everything, one section per component."""
 
@@ -175,6 +208,7 @@ class Config:
     storage: StorageConfig = field(default_factory=StorageConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     arena: ArenaConfig = field(default_factory=ArenaConfig)
+    backup: BackupConfig = field(default_factory=BackupConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
     ppo: PPOConfig = field(default_factory=PPOConfig)
     gate: GateConfig = field(default_factory=GateConfig)

@@ -14,6 +14,7 @@ from app.admin_api import install_admin_api
 from app.api import install_api
 from app.arena import ArenaService
 from app.arena_api import install_arena_api
+from app.backup import Backups, DataDirLock, restore_from_hub
 from app.chat import ChatService
 from app.config import Config
 from app.identity import Identity, ensure_session_secret
@@ -37,12 +38,18 @@ class App:
     demo: gr.Blocks
     sync: VersionSync
     scheduler: TrainingScheduler
+    backups: Backups | None = None
+    data_dir_lock: DataDirLock | None = None
 
     def close(self) -> None:
         self.scheduler.shutdown()
         self.sync.stop()
         self.backend.close()
+        if self.backups is not None:
+            self.backups.stop()
         self.store.close()
+        if self.data_dir_lock is not None:
+            self.data_dir_lock.release()
 
 
 def make_backend(config: Config) -> ChatBackend:
@@ -72,7 +79,12 @@ def create_app(config: Config, *, backend: ChatBackend | None = None) -> App:
     config.auth.session_secret = ensure_session_secret(
         config.auth.session_secret, config.storage.data_dir
     )
+    data_dir_lock = DataDirLock(config.storage.data_dir)
+    data_dir_lock.acquire()  # `rlhf-chat restore` refuses while it is held
+    restore_from_hub(config.backup, config.storage.db_path)  # a fresh Space disk
     store = Store(config.storage.db_path)
+    backups = Backups(config.storage.db_path, config.backup)
+    backups.start()
     backend = backend or make_backend(config)
     sync = VersionSync(
         store,
@@ -98,7 +110,7 @@ def create_app(config: Config, *, backend: ChatBackend | None = None) -> App:
     )
     demo.queue(default_concurrency_limit=config.serving.max_batch_size)
     gr.mount_gradio_app(api, demo, path="/")
-    return App(api, store, backend, demo, sync, scheduler)
+    return App(api, store, backend, demo, sync, scheduler, backups, data_dir_lock)
 
 
 def serve(config: Config) -> None:
