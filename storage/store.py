@@ -107,6 +107,25 @@ class Store(VersionsAndRuns, TrainingData, Battles):
             )
         return self.get_user(user_id)
 
+    def named_user(self, kind: str, name: str) -> User:
+        """The signed-in user called `name` (`password` or `oauth`), created on first sign-in."""
+        if kind not in ("password", "oauth") or not name:
+            raise InvalidValue("a named user is a 'password' or 'oauth' user with a name")
+        with self._write() as db:
+            rows = list(
+                db.query(
+                    "SELECT id FROM users WHERE kind = ? AND name = ? ORDER BY id LIMIT 1",
+                    (kind, name),
+                )
+            )
+            if rows:
+                user_id = rows[0]["id"]
+            else:
+                user_id = self._insert(
+                    db, "users", {"kind": kind, "name": name, "created_at": utcnow()}
+                )
+        return self.get_user(user_id)
+
     def get_user(self, user_id: int) -> User:
         row = self._one("SELECT * FROM users WHERE id = ?", (user_id,))
         if row is None:

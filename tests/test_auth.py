@@ -1,0 +1,172 @@
+"""Sign-in: password users, Hugging Face on a Space, the admin role, the chat rate limit."""
+
+from types import SimpleNamespace
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app import ui
+from app.auth import Accounts, hash_password, password_matches
+from app.config import AuthConfig, ConfigError, load_config
+from app.identity import Identity
+from app.serving import ScriptedBackend
+
+HELLO = {"messages": [{"role": "user", "content": "hello"}]}
+
+
+def bearer(token):
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    from app.server import create_app
+
+    data = tmp_path_factory.mktemp("auth")
+    config = load_config(
+        env={
+            "RLHF_CHAT_DATA": str(data),
+            "RLHF_CHAT_SERVING_BACKEND": "scripted",
+            "RLHF_CHAT_SERVING_CHATS_PER_WINDOW": "2",
+            "RLHF_CHAT_AUTH_ADMIN_TOKEN": "the-admin-token",
+            "RLHF_CHAT_AUTH_PASSWORD_USERS": f"alice:{hash_password('wonderland')},bob:builder",
+            "RLHF_CHAT_AUTH_ADMIN_USERS": "alice",
+        }
+    )
+    application = create_app(config)
+    yield application
+    application.close()
+
+
+@pytest.fixture(scope="module")
+def client(app):
+    return TestClient(app.fastapi)
+
+
+def login(client, name, password):
+    return client.post("/api/login", json={"name": name, "password": password})
+
+
+def test_password_login_gives_the_same_named_user_each_time(client, app):
+    first = login(client, "alice", "wonderland").json()
+    again = login(client, "alice", "wonderland").json()
+    assert first["user_id"] == again["user_id"]
+    user = app.store.get_user(first["user_id"])
+    assert ("password", "alice") == (user.kind, user.name)
+    assert 200 == login(client, "bob", "builder").status_code  # a plain configured secret
+
+
+@pytest.mark.parametrize(("name", "password"), [("alice", "wrong"), ("mallory", "x")])
+def test_wrong_or_unknown_credentials_are_refused(client, name, password):
+    response = login(client, name, password)
+    assert (401, {"error": "wrong name or password"}) == (response.status_code, response.json())
+
+
+def test_no_anonymous_sessions_once_passwords_are_configured(client):
+    response = client.post("/api/session")
+    assert 403 == response.status_code
+    assert "POST /api/login" in response.json()["error"]
+
+
+@pytest.mark.parametrize("who", ["anonymous", "bob", "nobody"])
+def test_admin_endpoints_refuse_normal_and_anonymous_users(client, app, who):
+    identity = Identity(app.store.path.parent.joinpath("session_secret").read_text().strip())
+    token = {
+        "anonymous": identity.issue(app.store.create_user("anon").id),
+        "bob": login(client, "bob", "builder").json()["user_token"],
+        "nobody": None,
+    }[who]
+    headers = bearer(token) if token else {}
+    for path, body in [
+        ("/api/admin/promote", {"version": "base"}),
+        ("/api/admin/rollback", None),
+        ("/api/admin/train", {}),
+    ]:
+        response = client.post(path, json=body, headers=headers)
+        assert (401 if token is None else 403) == response.status_code, path
+
+
+def test_admin_users_and_the_admin_token_may_act(client):
+    alice = login(client, "alice", "wonderland").json()["user_token"]
+    for token in (alice, "the-admin-token"):
+        response = client.post(
+            "/api/admin/promote", json={"version": "base"}, headers=bearer(token)
+        )
+        assert (200, {"live": "base"}) == (response.status_code, response.json())
+
+
+def test_chat_rate_limit_gives_429_per_user(client):
+    bob = bearer(login(client, "bob", "builder").json()["user_token"])
+    alice = bearer(login(client, "alice", "wonderland").json()["user_token"])
+    assert [200, 200] == [
+        client.post("/api/chat", json=HELLO, headers=bob).status_code for _ in "ab"
+    ]
+    refused = client.post("/api/chat", json=HELLO, headers=bob)
+    assert 429 == refused.status_code
+    assert "too many messages: at most 2 every 60 seconds" in refused.json()["error"]
+    assert 200 == client.post("/api/chat", json=HELLO, headers=alice).status_code  # her own quota
+
+
+def test_password_hashes():
+    stored = hash_password("pw", salt=b"0" * 16)
+    assert stored.startswith("scrypt$")
+    assert password_matches("pw", stored) and not password_matches("pW", stored)
+    assert not password_matches("pw", "scrypt$not-hex$zz")
+    with pytest.raises(ConfigError, match="auth.password_users"):
+        load_config(env={"RLHF_CHAT_AUTH_PASSWORD_USERS": "no-secret"})
+
+
+def test_admin_role_is_for_signed_in_users_only(store):
+    accounts = Accounts(AuthConfig(admin_users=["alice"]), store)
+    assert accounts.is_admin(store.named_user("oauth", "alice"))
+    assert accounts.is_admin(store.named_user("password", "alice"))
+    assert not accounts.is_admin(store.named_user("oauth", "bob"))
+    assert not accounts.is_admin(store.create_user("anon", name="alice"))
+    assert Accounts(AuthConfig(), store).admin_check(Identity("s")) is None
+
+
+def test_page_identity_follows_sign_in_and_sign_out(store):
+    identity = Identity("secret")
+    accounts = Accounts(AuthConfig(space_id="me/space"), store)
+    sign_in = ui._sign_in(identity, store, accounts)
+    anon = sign_in(None)
+    assert "anon" == store.get_user(identity.verify(anon)).kind
+    assert anon == sign_in(anon, SimpleNamespace(username=None), None)
+    hub = sign_in(anon, SimpleNamespace(username=None), SimpleNamespace(username="carol"))
+    carol = store.get_user(identity.verify(hub))
+    assert ("oauth", "carol") == (carol.kind, carol.name)
+    assert hub == sign_in(hub, None, SimpleNamespace(username="carol"))
+    signed_out = sign_in(hub, SimpleNamespace(username=None), None)
+    assert "anon" == store.get_user(identity.verify(signed_out)).kind
+    password = sign_in(None, SimpleNamespace(username="alice"), None)
+    assert ("password", "alice") == (
+        store.get_user(identity.verify(password)).kind,
+        store.get_user(identity.verify(password)).name,
+    )
+
+
+def test_sign_in_with_hugging_face_only_on_a_space(store, tmp_path, monkeypatch):
+    import gradio as gr
+
+    monkeypatch.setattr(ui, "_oauth_installed", lambda: True)
+    # outside a real Space Gradio mocks the sign-in with the local Hub login: not here
+    monkeypatch.setattr("gradio.routes.attach_oauth", lambda app: None)
+
+    def has_login_button(env):
+        config = load_config(env={"RLHF_CHAT_DATA": str(tmp_path), **env})
+        demo = ui.build_demo(ScriptedBackend(), store, config)
+        return any(isinstance(b, gr.LoginButton) for b in demo.blocks.values())
+
+    assert not has_login_button({})
+    space = {"SPACE_ID": "me/space", "OAUTH_CLIENT_ID": "x"}
+    assert "me/space" == load_config(env=space).auth.space_id
+    assert "" == load_config(env={"SPACE_ID": "me/space"}).auth.space_id  # no hf_oauth
+    assert has_login_button(space)
+
+
+def test_the_page_asks_for_a_password_and_healthz_does_not(client):
+    page = TestClient(client.app)  # its own cookies
+    assert 401 == page.get("/config").status_code
+    assert 200 == page.get("/healthz").status_code
+    assert 200 == page.post("/login", data={"username": "bob", "password": "builder"}).status_code
+    assert 200 == page.get("/config").status_code
