@@ -1,0 +1,170 @@
+"""The simulated voters: their choices, retries after 429, the shipped prompts and example
+oracle, and a run against a real server on the tiny model."""
+
+import json
+import math
+import random
+import sqlite3
+from collections import Counter
+from pathlib import Path
+
+import httpx
+import pytest
+
+from app.simulate import (
+    RequestFailed,
+    RunningMedian,
+    SimulationConfig,
+    SimulationError,
+    Simulator,
+    choose_outcome,
+    choose_thumb,
+    load_oracle,
+    load_prompts,
+    simulate,
+)
+from bench.oracles import friendliness
+from tests.server_process import running_server
+
+PROMPTS = Path(__file__).resolve().parent.parent / "bench" / "prompts"
+
+
+def longer(prompt: str, answer: str) -> float:
+    """A trivial oracle for the tests: longer answers are better."""
+    return float(len(answer))
+
+
+def test_better_answer_always_wins_without_noise():
+    rng = random.Random(0)
+    assert "a" == choose_outcome(2.0, 1.0, noise=0, rng=rng)
+    assert "b" == choose_outcome(1.0, 2.0, noise=0, rng=rng)
+    assert "tie" == choose_outcome(1.0, 1.0, noise=0, rng=rng)
+    assert "tie" == choose_outcome(1.0, 1.2, noise=0, rng=rng, tie_margin=0.25)
+    assert "both_bad" == choose_outcome(0.1, 0.2, noise=0, rng=rng, both_bad_below=0.5)
+    assert "b" == choose_outcome(0.1, 0.6, noise=0, rng=rng, both_bad_below=0.5)
+
+
+def test_votes_follow_bradley_terry():
+    # s_A - s_B = noise * ln 3, so P(A) = sigmoid(ln 3) = 3/4
+    rng = random.Random(0)
+    votes = Counter(choose_outcome(math.log(3), 0.0, noise=1.0, rng=rng) for _ in range(4000))
+    assert abs(votes["a"] / 4000 - 0.75) < 0.03
+    assert {"a", "b"} == set(votes)
+
+
+def test_thumbs_compare_with_the_running_median():
+    rng = random.Random(0)
+    assert 1 == choose_thumb(3.0, 1.0, noise=0, rng=rng)
+    assert -1 == choose_thumb(0.0, 1.0, noise=0, rng=rng)
+    first = Counter(choose_thumb(5.0, None, noise=0, rng=rng) for _ in range(400))
+    assert 150 < first[1] < 250  # no reference yet: a fair coin
+    median = RunningMedian()
+    assert median.value() is None
+    for x in (3.0, 1.0):
+        median.add(x)
+    assert 2.0 == median.value()
+    median.add(2.5)
+    assert 2.5 == median.value()
+
+
+def _simulator(handler, **config):
+    client = httpx.Client(base_url="http://sim.test", transport=httpx.MockTransport(handler))
+    delays = []
+    sim = Simulator(client, longer, ["hi"], SimulationConfig(**config), sleep=delays.append)
+    return sim, delays
+
+
+def test_rate_limited_requests_are_retried_after_backing_off():
+    answers = iter([429, 429, 200])
+
+    def handler(request):
+        status = next(answers)
+        if status == 429:
+            return httpx.Response(429, json={"error": "voting too fast"})
+        return httpx.Response(200, json={"battle_id": 1, "outcome": "a"})
+
+    sim, delays = _simulator(handler)
+    assert {"battle_id": 1, "outcome": "a"} == sim.request("vote", "/api/battles/1/vote", {}, None)
+    assert 2 == sim.summary.retries == len(delays)
+    assert delays[1] > delays[0] > 0
+
+
+def test_other_errors_fail_the_step_with_the_servers_message():
+    sim, delays = _simulator(lambda r: httpx.Response(409, json={"error": "already voted"}))
+    with pytest.raises(RequestFailed, match="409: already voted") as info:
+        sim.request("vote", "/api/battles/1/vote", {}, None)
+    assert "vote" == info.value.step and [] == delays
+
+
+def test_retries_give_up_after_max_retries():
+    sim, delays = _simulator(
+        lambda r: httpx.Response(429, json={"error": "slow down"}), max_retries=2
+    )
+    with pytest.raises(RequestFailed, match="429"):
+        sim.request("vote", "/api/battles/1/vote", {}, None)
+    assert 2 == len(delays)
+
+
+def test_bad_settings_and_oracles_are_refused():
+    with pytest.raises(SimulationError, match="users"):
+        SimulationConfig(users=0)
+    with pytest.raises(SimulationError, match="MODULE:FUNC"):
+        load_oracle("bench.oracles.friendliness")
+    with pytest.raises(SimulationError, match="no attribute"):
+        load_oracle("bench.oracles:nope")
+    assert friendliness is load_oracle("bench.oracles:friendliness")
+
+
+def test_prompt_files(tmp_path):
+    (tmp_path / "p.txt").write_text("one\n\ntwo\n")
+    assert ["one", "two"] == load_prompts(tmp_path / "p.txt")
+    (tmp_path / "p.jsonl").write_text('"one"\n{"prompt": "two", "kind": "x"}\n')
+    assert ["one", "two"] == load_prompts(tmp_path / "p.jsonl")
+    (tmp_path / "bad.jsonl").write_text('{"text": "one"}\n')
+    with pytest.raises(SimulationError, match="bad.jsonl:1"):
+        load_prompts(tmp_path / "bad.jsonl")
+
+
+def test_the_shipped_prompt_set_is_split_and_varied():
+    train = load_prompts(PROMPTS / "train.jsonl")
+    heldout = load_prompts(PROMPTS / "heldout.jsonl")
+    assert len(train) + len(heldout) >= 200 and len(heldout) >= 50
+    assert len(set(train)) == len(train) and not set(train) & set(heldout)
+    kinds = Counter(json.loads(line)["kind"] for line in (PROMPTS / "heldout.jsonl").open())
+    assert {"question", "howto", "creative", "advice", "casual"} == set(kinds)
+
+
+def test_the_example_oracle_scores_friendliness_not_length():
+    flat = "The boiling point of water at sea level is 100 degrees Celsius."
+    warm = "Great question! " + flat + " I hope this helps you."
+    rude = "Obviously " + flat + " This is a stupid question."
+    assert friendliness("q", warm) > friendliness("q", flat) > friendliness("q", rude)
+    assert 0.0 == friendliness("q", flat) == friendliness("q", " ".join([flat] * 5))
+    padded = warm + " " + " ".join([flat] * 5)  # same warmth spread over more words
+    assert friendliness("q", warm) > friendliness("q", padded) > 0
+    assert friendliness("q", "Thanks!") <= friendliness("q", warm)
+
+
+@pytest.mark.e2e
+def test_simulated_users_vote_and_thumb_through_a_running_server(tiny_model_dir, tmp_path):
+    env = {"RLHF_CHAT_MODEL_SOURCE": str(tiny_model_dir), "RLHF_CHAT_SCHEDULE_ENABLED": "false"}
+    config = SimulationConfig(users=3, votes=6, chats=3, concurrency=3, max_new_tokens=4)
+    with running_server(tmp_path, backend="local", env=env) as server:
+        summary = simulate(server.url, longer, load_prompts(), config, progress=False)
+        conn = sqlite3.connect(tmp_path / "chat.db")
+        try:
+            battles = conn.execute(
+                "SELECT user_id, outcome FROM battles WHERE outcome IS NOT NULL"
+            ).fetchall()
+            thumbs = conn.execute("SELECT user_id, value FROM feedback WHERE kind = 'thumb'")
+            thumbs = thumbs.fetchall()
+        finally:
+            conn.close()
+    assert {} == dict(summary.failures), summary.errors
+    assert 6 == summary.votes_cast == summary.votes_acknowledged == len(battles)
+    assert 3 == summary.thumbs_acknowledged == len(thumbs)
+    users = set(summary.users)
+    assert 3 == len(users)  # one user per session
+    assert {u for u, _ in battles} | {u for u, _ in thumbs} == users
+    assert summary.outcomes == Counter(outcome for _, outcome in battles)
+    assert summary.thumbs["up"] == sum(1 for _, v in thumbs if v == 1)
