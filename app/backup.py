@@ -71,13 +71,13 @@ class Backups:
         log.info("database backed up to %s", path)
         return path
 
-    def list(self) -> list[Path]:
+    def on_disk(self) -> list[Path]:
         """The backups on disk, oldest first."""
         return sorted(self.folder.glob("chat-*.db"))
 
     def prune(self) -> list[Path]:
         """Delete all but the newest `keep` backups; returns what was deleted."""
-        old = self.list()[: -self.config.keep]
+        old = self.on_disk()[: -self.config.keep]
         for path in old:
             path.unlink(missing_ok=True)
         return old
@@ -119,7 +119,9 @@ class Backups:
     def _start_hub(self) -> None:
         make = self._make_scheduler
         if make is None:
-            from huggingface_hub import CommitScheduler as make
+            from huggingface_hub import CommitScheduler
+
+            make = CommitScheduler
         try:
             self._scheduler = make(
                 repo_id=self.config.hub_repo,
@@ -157,7 +159,9 @@ def restore_from_hub(
     from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError
 
     if download is None:
-        from huggingface_hub import hf_hub_download as download
+        from huggingface_hub import hf_hub_download
+
+        download = hf_hub_download
     try:
         path = download(
             config.hub_repo, HUB_FILE, repo_type="dataset", token=config.hub_token or None

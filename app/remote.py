@@ -42,7 +42,7 @@ from app.serving import BASE_VERSION, BackendError, ChatBackend, Reply, Sampling
 try:  # huggingface_hub's own HTTP client library, whose transport errors it lets through
     from httpx2 import TransportError as HubTransportError
 except ImportError:  # pragma: no cover - older huggingface_hub releases use httpx
-    from httpx import TransportError as HubTransportError
+    from httpx import TransportError as HubTransportError  # type: ignore[assignment]
 
 log = logging.getLogger(__name__)
 

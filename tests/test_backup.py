@@ -57,9 +57,9 @@ def test_backups_keep_the_newest_n(tmp_path):
     names = (f"2026010{i}T000000Z" for i in itertools.count(1))
     backups = Backups(tmp_path / "chat.db", BackupConfig(keep=2), stamp=lambda: next(names))
     taken = [backups.take() for _ in range(3)]
-    assert taken[1:] == backups.list()
+    assert taken[1:] == backups.on_disk()
     assert ["chat-20260102T000000Z.db", "chat-20260103T000000Z.db"] == [
-        p.name for p in backups.list()
+        p.name for p in backups.on_disk()
     ]
 
 
