@@ -156,16 +156,23 @@ def restore_from_hub(
     serving from an empty database would soon push it over the real backup."""
     if not (config.hub_repo and config.restore_on_start) or Path(db_path).exists():
         return False
-    from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+    )
 
     if download is None:
         from huggingface_hub import hf_hub_download
 
         download = hf_hub_download
     try:
-        path = download(
-            config.hub_repo, HUB_FILE, repo_type="dataset", token=config.hub_token or None
-        )
+        try:
+            path = download(
+                config.hub_repo, HUB_FILE, repo_type="dataset", token=config.hub_token or None
+            )
+        except LocalEntryNotFoundError as exc:  # the Hub was unreachable: not "no backup"
+            raise ConnectionError(str(exc)) from exc
     except (EntryNotFoundError, RepositoryNotFoundError):
         log.info("no backup in %s yet: starting with an empty database", config.hub_repo)
         return False

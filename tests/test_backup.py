@@ -166,6 +166,21 @@ def test_a_fresh_disk_starts_from_the_hubs_latest_backup(tmp_path):
     assert 1 == len(asked)
 
 
+def test_an_unreachable_hub_stops_the_start_rather_than_serve_an_empty_database(tmp_path):
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
+
+    def unreachable(*args, **kwargs):
+        raise LocalEntryNotFoundError("cannot reach the Hub and nothing in the cache")
+
+    def nothing_yet(*args, **kwargs):
+        raise EntryNotFoundError("no chat.db in the repo")
+
+    config = BackupConfig(hub_repo="someone/backups")
+    with pytest.raises(BackupError, match="restore_on_start = false"):
+        restore_from_hub(config, tmp_path / "chat.db", download=unreachable)
+    assert restore_from_hub(config, tmp_path / "chat.db", download=nothing_yet) is False
+
+
 def test_backups_push_through_the_commit_scheduler(tmp_path):
     Store(tmp_path / "chat.db").close()
     pushes = []
