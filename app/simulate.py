@@ -125,7 +125,7 @@ class SimulationSummary:
     thumbs_acknowledged: int = 0
     thumbs: Counter[str] = field(default_factory=Counter)
     """Acknowledged thumbs: "up" / "down"."""
-    preferred: Counter[str] = field(default_factory=Counter)
+    preferred: dict[str, float] = field(default_factory=dict)
     """Per version revealed after a vote: battles it won (a tie counts half)."""
     battled: Counter[str] = field(default_factory=Counter)
     """Per version: voted battles against another version."""
@@ -153,7 +153,9 @@ class SimulationSummary:
 
     def version_win_rates(self) -> dict[str, float]:
         """Share of its battles against another version each version won, ties half."""
-        return {v: round(self.preferred[v] / n, 4) for v, n in sorted(self.battled.items())}
+        return {
+            v: round(self.preferred.get(v, 0.0) / n, 4) for v, n in sorted(self.battled.items())
+        }
 
     def text(self) -> str:
         outcomes = ", ".join(f"{k} {self.outcomes.get(k, 0)}" for k in OUTCOMES)
@@ -424,8 +426,10 @@ class Simulator:
             if a and b and a != b and outcome in ("a", "b", "tie"):
                 self.summary.battled.update([a, b])
                 won = {"a": (1.0, 0.0), "b": (0.0, 1.0), "tie": (0.5, 0.5)}[outcome]
-                self.summary.preferred[a] += won[0]
-                self.summary.preferred[b] += won[1]
+                for version, points in zip((a, b), won, strict=True):
+                    self.summary.preferred[version] = (
+                        self.summary.preferred.get(version, 0.0) + points
+                    )
 
     def _chat(self, task: Task, rng: random.Random) -> None:
         answer = self.request("chat", "/api/chat", self._messages(task), task.user)

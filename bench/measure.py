@@ -50,7 +50,7 @@ def usable_prompts(base_model: str, prompts: Sequence[str], config: PPOConfig) -
     from trainer.models import load_tokenizer
 
     tokenizer = load_tokenizer(base_model)
-    return [p for p, _ in encode_prompts(tokenizer, list(prompts), config)]
+    return [str(p) for p, _ in encode_prompts(tokenizer, list(prompts), config)]
 
 
 @torch.no_grad()
@@ -70,7 +70,7 @@ def sample_answers(
     encoded = encode_prompts(tokenizer, list(prompts), config)
     if len(encoded) != len(prompts):
         raise ValueError("pass usable_prompts(): some prompts are too long to answer")
-    asked = [p for p, _ in encoded] * samples
+    asked = [str(p) for p, _ in encoded] * samples
     ids = [i for _, i in encoded] * samples
     torch.manual_seed(seed)
     rollout = generate_rollout(policy, tokenizer, asked, ids, config)
@@ -79,7 +79,7 @@ def sample_answers(
     kl = (kl_k1(logprobs, ref_logprobs) * mask).sum(1)  # (N,)
     answers = Answers(
         version=version,
-        prompts=[str(p) for p in asked],
+        prompts=asked,
         texts=list(rollout.completions),
         lengths=[int(n) for n in rollout.lengths.tolist()],
         has_eos=[bool(e) for e in rollout.has_eos.tolist()],

@@ -14,9 +14,11 @@ import pytest
 from app.simulate import (
     RequestFailed,
     RunningMedian,
+    SimulatedUser,
     SimulationConfig,
     SimulationError,
     Simulator,
+    Task,
     choose_outcome,
     choose_thumb,
     load_oracle,
@@ -103,6 +105,37 @@ def test_retries_give_up_after_max_retries():
     with pytest.raises(RequestFailed, match="429"):
         sim.request("vote", "/api/battles/1/vote", {}, None)
     assert 2 == len(delays)
+
+
+def test_a_battle_and_a_chat_against_a_mock_server():
+    sent = []
+
+    def handler(request):
+        body = json.loads(request.content or b"{}")
+        sent.append((request.url.path, body, request.headers.get("authorization")))
+        if request.url.path == "/api/battles":
+            a, b = {"message_id": 2, "content": "a long answer"}, {"message_id": 3, "content": "x"}
+            return httpx.Response(200, json={"battle_id": 7, "a": a, "b": b})
+        if request.url.path == "/api/battles/7/vote":
+            reveal = {"battle_id": 7, "outcome": body["outcome"], "version_a": "v1"}
+            return httpx.Response(200, json={**reveal, "version_b": "base", "pairing": "p"})
+        if request.url.path == "/api/chat":
+            return httpx.Response(200, json={"message_id": 9, "content": "hello"})
+        return httpx.Response(200, json={"feedback_id": 1})
+
+    sim, _ = _simulator(handler, noise=0)
+    user = SimulatedUser(5, "tok")
+    sim.run_task(Task("battle", 0, user, "hi"))
+    sim.median.add(1.0)  # an earlier answer scored 1; "hello" scores 5
+    sim.run_task(Task("chat", 1, user, "hi"))
+    assert {"outcome": "a"} == sent[1][1]
+    assert {"message_id": 9, "kind": "thumb", "value": 1} == sent[3][1]
+    assert {"Bearer tok"} == {auth for _, _, auth in sent}
+    summary = sim.summary
+    assert (1, 1, 1) == (summary.votes_cast, summary.votes_acknowledged, summary.outcomes["a"])
+    assert {"base": 0.0, "v1": 1.0} == summary.version_win_rates()
+    assert (1, {"up": 1}) == (summary.thumbs_acknowledged, dict(summary.thumbs))
+    assert "oracle-voted win rate by version: base 0%, v1 100%" in summary.text()
 
 
 def test_bad_settings_and_oracles_are_refused():
