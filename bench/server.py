@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -30,6 +31,11 @@ class Server:
 
     def log_tail(self, n: int = 40) -> str:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        """Hurt it (crash tests): send `sig` and wait for the process to end."""
+        self.process.send_signal(sig)
+        self.process.wait(timeout=60)
 
 
 def wait_healthy(server: Server, timeout: float) -> None:
@@ -78,8 +84,8 @@ def running_server(
     finally:
         if process.poll() is None:
             process.terminate()
-            try:
-                process.wait(timeout=10)
+            try:  # open page connections can hold a graceful exit: do not wait long
+                process.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait(timeout=10)
