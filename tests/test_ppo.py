@@ -57,6 +57,16 @@ SMALL = replace(TINY, rollout_batch_size=4, minibatch_size=2, max_new_tokens=4)
 pytestmark = pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing`:FutureWarning")
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Tiny models gain nothing from intra-op threads, and on a busy 2-core machine the
+    threads' barriers cost more than the work."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def length_reward(prompts, completions):
     """A reward for the command-line test: longer text scores higher."""
     return [len(c) / 100 for c in completions]

@@ -122,7 +122,8 @@ class Policy(nn.Module):
             {k: v.detach().cpu().contiguous() for k, v in self.value_head.state_dict().items()},
             str(output_dir / VALUE_HEAD_FILE),
         )
-        (output_dir / STATE_FILE).write_text(json.dumps({"kl_coef": kl_coef or self.kl_coef}))
+        beta = kl_coef if kl_coef is not None else self.kl_coef
+        (output_dir / STATE_FILE).write_text(json.dumps({"kl_coef": beta}))
         return output_dir
 
 
@@ -466,44 +467,49 @@ def ppo_update(
     generator: torch.Generator,
 ) -> list[dict[str, float]]:
     """`ppo_epochs` passes over shuffled minibatches; one stats dict per minibatch."""
-    policy_loss_fn, value_loss_fn = PolicyLoss(config.cliprange), ValueLoss(config.cliprange_value)
     params = [p for p in policy.parameters() if p.requires_grad]
-    B, R = exp.response_mask.shape
+    B = exp.response_mask.shape[0]
     stats = []
     for _epoch in range(config.ppo_epochs):
         b_inds = torch.randperm(B, generator=generator)
         for start in range(0, B, config.minibatch_size):
             mb_inds = b_inds[start : start + config.minibatch_size].to(exp.response_mask.device)
-            mb_mask = exp.response_mask[mb_inds]  # (mb, R)
-            logits, newvalues = policy(exp.query_responses[mb_inds], exp.attention_mask[mb_inds], R)
-            newlogprobs = logprobs_from_logits(
-                logits.float() / config.temperature, exp.query_responses[mb_inds, -R:]
-            )  # (mb, R)
-            mb_advantages = masked_whiten(exp.advantages[mb_inds], mb_mask)
-            pg_loss, pg_clipfrac, approx_kl = policy_loss_fn(
-                newlogprobs, exp.logprobs[mb_inds], mb_advantages, mb_mask
-            )
-            v_loss, vf_clipfrac = value_loss_fn(
-                newvalues, exp.values[mb_inds], exp.returns[mb_inds], mb_mask
-            )
-            loss = pg_loss + config.vf_coef * v_loss
+            loss, mb_stats = minibatch_loss(policy, exp, mb_inds, config)
             optimizer.zero_grad()
             loss.backward()
-            grad_norm = nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+            mb_stats["grad_norm"] = nn.utils.clip_grad_norm_(params, config.max_grad_norm).item()
             optimizer.step()
-            ratio = torch.exp(newlogprobs.detach() - exp.logprobs[mb_inds])
-            stats.append(
-                {
-                    "policy_loss": pg_loss.item(),
-                    "value_loss": v_loss.item(),
-                    "clipfrac": pg_clipfrac.item(),
-                    "value_clipfrac": vf_clipfrac.item(),
-                    "approx_kl": approx_kl.item(),
-                    "ratio_max_dev": ((ratio - 1).abs() * mb_mask).max().item(),
-                    "grad_norm": grad_norm.item(),
-                }
-            )
+            stats.append(mb_stats)
     return stats
+
+
+def minibatch_loss(
+    policy: Policy, exp: Experience, mb_inds: Tensor, config: PPOConfig
+) -> tuple[Tensor, dict[str, float]]:
+    """Clipped policy loss + vf_coef * clipped value loss on one minibatch, with its stats."""
+    R = exp.response_mask.shape[1]
+    mb_mask = exp.response_mask[mb_inds]  # (mb, R)
+    logits, newvalues = policy(exp.query_responses[mb_inds], exp.attention_mask[mb_inds], R)
+    newlogprobs = logprobs_from_logits(
+        logits.float() / config.temperature, exp.query_responses[mb_inds, -R:]
+    )  # (mb, R)
+    mb_advantages = masked_whiten(exp.advantages[mb_inds], mb_mask)
+    pg_loss, pg_clipfrac, approx_kl = PolicyLoss(config.cliprange)(
+        newlogprobs, exp.logprobs[mb_inds], mb_advantages, mb_mask
+    )
+    v_loss, vf_clipfrac = ValueLoss(config.cliprange_value)(
+        newvalues, exp.values[mb_inds], exp.returns[mb_inds], mb_mask
+    )
+    ratio = torch.exp(newlogprobs.detach() - exp.logprobs[mb_inds])  # (mb, R)
+    stats = {
+        "policy_loss": pg_loss.item(),
+        "value_loss": v_loss.item(),
+        "clipfrac": pg_clipfrac.item(),
+        "value_clipfrac": vf_clipfrac.item(),
+        "approx_kl": approx_kl.item(),
+        "ratio_max_dev": ((ratio - 1).abs() * mb_mask).max().item(),
+    }
+    return pg_loss + config.vf_coef * v_loss, stats
 
 
 # -- rounds and runs -----------------------------------------------------------------
@@ -663,7 +669,7 @@ def run_ppo(
     `ppo` run is started here and finished as succeeded or failed.
     """
     own_run = store is not None and run_id is None
-    if store is not None and run_id is None:
+    if own_run:
         run_id = store.start_run("ppo").id
     try:
         result = _train(policy, tokenizer, prompts, reward_fn, config, store, run_id, progress)
@@ -698,9 +704,8 @@ def _train(
     generator = torch.Generator().manual_seed(config.seed)
     params = [p for p in policy.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=config.learning_rate, eps=ADAM_EPS)
-    kl_ctl = AdaptiveKLController(
-        policy.kl_coef or config.init_kl_coef, config.target_kl, config.horizon
-    )
+    beta = policy.kl_coef if policy.kl_coef is not None else config.init_kl_coef
+    kl_ctl = AdaptiveKLController(beta, config.target_kl, config.horizon)
     rounds = []
     for round_index in range(1, config.rounds + 1):
         batch = [encoded[next(order)] for _ in range(config.rollout_batch_size)]

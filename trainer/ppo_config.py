@@ -30,8 +30,9 @@ class PPOConfig:
     ppo_epochs: int = 2
     """Passes over each round's samples, in freshly shuffled minibatches."""
 
-    learning_rate: float = 5e-5
-    """Adam learning rate for the LoRA weights and the value head (Adam eps is 1e-5)."""
+    learning_rate: float = 3e-4
+    """Adam learning rate for the LoRA weights and the value head (Adam eps is 1e-5). On
+    SmolLM2-135M with r=8 it gives an approx-KL of a few 1e-3 per step; 1e-4 barely moves."""
 
     max_grad_norm: float = 1.0
     """Gradients are clipped to this global norm before each step."""
@@ -59,7 +60,8 @@ class PPOConfig:
     """Longer prompts lose their oldest turns; a last user turn alone longer than this is skipped."""
 
     init_kl_coef: float = 0.1
-    """Starting beta of the per-token KL penalty -beta * (logp - ref_logp)."""
+    """Starting beta of the per-token KL penalty -beta * (logp - ref_logp); a warm start
+    continues from the beta saved with its adapter."""
 
     target_kl: float | None = 3.0
     """KL to the base (nats per completion) the adaptive controller steers beta towards
