@@ -83,7 +83,8 @@ class Policy(nn.Module):
     def __init__(self, model: PeftModel, kl_coef: float | None = None) -> None:
         super().__init__()
         self.model = model
-        self.value_head = nn.Linear(model.get_base_model().config.hidden_size, 1)
+        lm: Any = model.get_base_model()
+        self.value_head = nn.Linear(lm.config.hidden_size, 1)
         nn.init.zeros_(self.value_head.weight)
         nn.init.zeros_(self.value_head.bias)
         self.kl_coef = kl_coef  # beta carried over from the adapter it was warm-started from
@@ -97,7 +98,7 @@ class Policy(nn.Module):
         with_values: bool = True,
     ) -> tuple[Tensor, Tensor | None]:
         """Logits predicting each completion token (B, R, V) and the value before it (B, R)."""
-        lm = self.model.get_base_model()
+        lm: Any = self.model.get_base_model()
         position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)  # (B, P+R)
         hidden = lm.get_decoder()(
             input_ids=query_responses,
@@ -172,7 +173,7 @@ def disable_dropout(model: nn.Module) -> None:
         if isinstance(module, nn.Dropout):
             module.p = 0.0
         if isinstance(getattr(module, "attention_dropout", None), float):
-            module.attention_dropout = 0.0
+            module.attention_dropout = 0.0  # type: ignore[assignment]
 
 
 # -- prompts and rewards -------------------------------------------------------------
@@ -225,7 +226,7 @@ def read_prompts(path: str | Path) -> list[Prompt]:
     path = Path(path)
     lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     if path.suffix not in (".jsonl", ".json"):
-        return lines
+        return list[Prompt](lines)
     prompts: list[Prompt] = []
     for n, line in enumerate(lines, 1):
         value = json.loads(line)
@@ -346,7 +347,7 @@ def assemble_rollout(
     response_mask = (torch.arange(R)[None, :] < lengths[:, None]).long()  # (B, R)
     query, query_mask = left_pad(ids, pad_id)  # (B, P)
     completions = [
-        tokenizer.decode(r[: n - int(e)], skip_special_tokens=True)
+        str(tokenizer.decode(r[: n - int(e)], skip_special_tokens=True))
         for r, n, e in zip(responses, lengths.tolist(), has_eos.tolist(), strict=True)
     ]
     return Rollout(
@@ -668,21 +669,30 @@ def run_ppo(
     With a store, each round's metrics are logged under `run_id`; without a `run_id` a
     `ppo` run is started here and finished as succeeded or failed.
     """
-    own_run = store is not None and run_id is None
-    if own_run:
+    if store is not None and run_id is None:
         run_id = store.start_run("ppo").id
-    try:
-        result = _train(policy, tokenizer, prompts, reward_fn, config, store, run_id, progress)
-        if output_dir is not None:
-            result.adapter_dir = policy.save(output_dir, kl_coef=result.kl_coef)
-    except BaseException as exc:
-        if own_run:
+        try:
+            result = run_ppo(
+                policy,
+                tokenizer,
+                prompts,
+                reward_fn,
+                config,
+                store=store,
+                run_id=run_id,
+                progress=progress,
+                output_dir=output_dir,
+            )
+        except BaseException as exc:
             store.finish_run(run_id, "failed", error=f"{type(exc).__name__}: {exc}")
-        raise
-    result.run_id = run_id
-    if own_run:
+            raise
         n_examples = config.rounds * config.rollout_batch_size
         store.finish_run(run_id, "succeeded", n_examples=n_examples, metrics=result.final.metrics())
+        return result
+    result = _train(policy, tokenizer, prompts, reward_fn, config, store, run_id, progress)
+    result.run_id = run_id
+    if output_dir is not None:
+        result.adapter_dir = policy.save(output_dir, kl_coef=result.kl_coef)
     return result
 
 
