@@ -154,6 +154,7 @@ def _train_and_ship(
         "kl": after.kl,
         "beta": ppo.kl_coef,
         "response_length": after.response_length,
+        "median_length": after.median_length,
         "no_eos_rate": after.no_eos_rate,
         "train_prompts": len(train_prompts),
         "heldout_prompts": len(heldout),
@@ -187,7 +188,7 @@ def _stats(evaluation: Any) -> PolicyStats:
     return PolicyStats(
         mean_reward=evaluation.reward,
         kl_to_base=evaluation.kl,
-        median_length=evaluation.response_length,
+        median_length=evaluation.median_length,
         no_eos_rate=evaluation.no_eos_rate,
     )
 

@@ -742,6 +742,7 @@ class PolicyEval:
     raw_reward: float  # mean of the reward function's own scores
     kl: float  # KL to the base model, nats per completion (k1 mean over samples)
     response_length: float  # mean completion tokens, EOS included
+    median_length: float  # median completion tokens (what the gate bounds)
     no_eos_rate: float
     n: int
 
@@ -773,6 +774,7 @@ def evaluate_policy(
         raw_reward=raw_scores.mean().item(),
         kl=(kl_k1(logprobs, ref_logprobs) * mask).sum(1).mean().item(),
         response_length=rollout.lengths.float().mean().item(),
+        median_length=rollout.lengths.float().median().item(),
         no_eos_rate=1.0 - rollout.has_eos.float().mean().item(),
         n=len(encoded),
     )
