@@ -19,7 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.auth import Accounts
-from app.chat import ChatService, InputError
+from app.chat import ChatService, InputError, check_id
 from app.identity import Identity, InvalidToken
 from app.serving import BackendError
 from storage import NotFound, Store
@@ -27,6 +27,9 @@ from storage import NotFound, Store
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 1_000_000
+SIGN_IN_REQUIRED = (
+    "this server needs a sign-in: sign in on the page, or POST /api/login {name, password}"
+)
 
 
 def error(status: int, message: str) -> JSONResponse:
@@ -34,15 +37,24 @@ def error(status: int, message: str) -> JSONResponse:
 
 
 async def _json_body(request: Request) -> dict[str, Any]:
-    raw = await request.body()
-    if len(raw) > MAX_BODY_BYTES:
-        raise InputError(413, f"request body too large (at most {MAX_BODY_BYTES} bytes)")
+    # read in chunks: a chunked upload has no content-length for the middleware to refuse
+    raw = bytearray()
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > MAX_BODY_BYTES:
+            raise InputError(413, f"request body too large (at most {MAX_BODY_BYTES} bytes)")
     try:
         body = json.loads(raw or b"{}")
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InputError(400, f"the body is not valid JSON: {exc}") from exc
+    except (ValueError, RecursionError) as exc:  # integers over 4300 digits, deep nesting
+        raise InputError(400, "the body is too deeply nested or has a too long number") from exc
     if not isinstance(body, dict):
         raise InputError(400, "the body must be a JSON object")
+    try:  # "\ud800" parses, but a lone surrogate cannot be stored as UTF-8 text
+        json.dumps(body, ensure_ascii=False).encode()
+    except UnicodeEncodeError as exc:
+        raise InputError(400, "a string in the body has a lone surrogate: not text") from exc
     return body
 
 
@@ -52,22 +64,26 @@ def _int_field(body: dict[str, Any], name: str, *, required: bool) -> int | None
         if required:
             raise InputError(400, f"{name} is required")
         return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InputError(400, f"{name} must be an integer")
-    return value
+    return check_id(value, name)
 
 
-def bearer_user(request: Request, identity: Identity, store: Store) -> int:
-    """The id of the user whose token the request carries as `Authorization: Bearer T`."""
+def bearer_user(
+    request: Request, identity: Identity, store: Store, accounts: Accounts | None = None
+) -> int:
+    """The id of the user whose token the request carries as `Authorization: Bearer T`;
+    with `accounts`, refuses an anonymous user where sign-in is required."""
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token:
         raise InputError(401, "send a user token as 'Authorization: Bearer T' (POST /api/session)")
     try:
         uid = identity.verify(token.strip())
-        store.get_user(uid)
+        user = store.get_user(uid)
     except (InvalidToken, NotFound) as exc:  # forged, or signed for a user who is gone
         raise InputError(401, "the user token is not valid") from exc
+    if accounts is not None and not accounts.may_use(user):
+        # an anonymous token from before sign-in was required
+        raise InputError(403, SIGN_IN_REQUIRED)
     return uid
 
 
@@ -100,7 +116,7 @@ def install_api(
         return await call_next(request)
 
     def user_id(request: Request) -> int:
-        return bearer_user(request, identity, store)
+        return bearer_user(request, identity, store, accounts)
 
     @app.get("/healthz")
     def healthz() -> dict[str, Any]:
@@ -123,8 +139,8 @@ def install_api(
 
     @app.post("/api/session")
     def session() -> dict[str, Any]:
-        if accounts is not None and accounts.passwords_required:
-            raise InputError(403, "this server needs a sign-in: POST /api/login {name, password}")
+        if accounts is not None and not accounts.anonymous_allowed:
+            raise InputError(403, SIGN_IN_REQUIRED)
         user = store.create_user("anon")
         return {"user_token": identity.issue(user.id), "user_id": user.id}
 

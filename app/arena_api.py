@@ -21,18 +21,21 @@ from starlette.concurrency import run_in_threadpool
 
 from app.api import _json_body, bearer_user, error
 from app.arena import ArenaService
+from app.auth import Accounts
 from app.identity import Identity
 from app.leaderboard import store_leaderboard
 from app.serving import BackendError
 
 
-def install_arena_api(app: FastAPI, arena: ArenaService, identity: Identity) -> None:
+def install_arena_api(
+    app: FastAPI, arena: ArenaService, identity: Identity, accounts: Accounts | None = None
+) -> None:
     """Register the arena routes on `app` (after `install_api`, before Gradio is mounted)."""
     store = arena.store
 
     @app.post("/api/battles", response_model=None)
     async def create_battle(request: Request) -> dict[str, Any] | JSONResponse:
-        uid = bearer_user(request, identity, store)
+        uid = bearer_user(request, identity, store, accounts)
         body = await _json_body(request)
         try:  # generation blocks: keep it off the event loop
             turn, battle = await run_in_threadpool(
@@ -49,7 +52,7 @@ def install_arena_api(app: FastAPI, arena: ArenaService, identity: Identity) -> 
 
     @app.post("/api/battles/{battle_id}/vote")
     async def vote(battle_id: int, request: Request) -> dict[str, Any]:
-        uid = bearer_user(request, identity, store)
+        uid = bearer_user(request, identity, store, accounts)
         body = await _json_body(request)
         reveal = await run_in_threadpool(arena.vote, uid, battle_id, body.get("outcome"))
         return {

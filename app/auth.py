@@ -6,6 +6,8 @@
                    (Gradio's login form); `POST /api/login` gives the API a token
     Hugging Face   on a Space (`auth.space_id`, from `SPACE_ID`): "Sign in with Hugging
                    Face" on the page; the user is named after the Hub username
+    sign-in only   `auth.require_sign_in` (or password users): anonymous users may
+                   neither chat nor vote, on the page or over the API
     admin          the admin token (`auth.admin_token`), or the token of a signed-in
                    user named in `auth.admin_users`
 
@@ -57,6 +59,16 @@ class Accounts:
         self._passwords = dict(_parse(config.password_users))
         self._admins = {name.strip() for name in config.admin_users if name.strip()}
         self.hugging_face = bool(config.space_id)
+        self._require_sign_in = config.require_sign_in
+
+    @property
+    def anonymous_allowed(self) -> bool:
+        """Whether people who have not signed in may chat and vote."""
+        return not (self._require_sign_in or self.passwords_required)
+
+    def may_use(self, user: User) -> bool:
+        """Whether this user may chat and vote: anyone, unless sign-in is required."""
+        return self.anonymous_allowed or user.kind != "anon"
 
     @property
     def passwords_required(self) -> bool:

@@ -161,7 +161,17 @@ class AuthConfig:
     OAuth (front matter `hf_oauth: true` sets `OAUTH_CLIENT_ID`). Set: the page shows
     "Sign in with Hugging Face". Empty (local runs): no button, no Hub token needed."""
 
+    require_sign_in: bool = False
+    """Refuse anonymous use: only signed-in users (Hugging Face or password) may chat and
+    vote, over the page and the API. For a public Space whose votes should each be a
+    known person's. Password users already imply it."""
+
     def __post_init__(self) -> None:
+        if self.require_sign_in and not (self.password_users or self.space_id):
+            raise ConfigError(
+                "auth.require_sign_in needs a way to sign in: set auth.password_users, "
+                "or run on a Space with `hf_oauth: true` in the README front matter"
+            )
         for entry in self.password_users:
             name, sep, secret = entry.partition(":")
             if not (sep and name.strip() and secret):

@@ -105,7 +105,7 @@ def create_app(config: Config, *, backend: ChatBackend | None = None) -> App:
     accounts = Accounts(config.auth, store)
     install_api(api, service, identity, accounts)
     arena = ArenaService(service, config.arena)
-    install_arena_api(api, arena, identity)
+    install_arena_api(api, arena, identity, accounts)
     install_admin_api(
         api, store, sync, scheduler, config.auth.admin_token, accounts.admin_check(identity)
     )

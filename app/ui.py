@@ -21,7 +21,7 @@ from app.chat import ChatService, InputError
 from app.config import AuthConfig, Config
 from app.dashboard_ui import dashboard_tab
 from app.identity import Identity, InvalidToken, ensure_session_secret
-from app.serving import BackendError, ChatBackend
+from app.serving import BackendError, ChatBackend, SamplingParams
 from app.swap import VersionSync
 from storage import Store, StoreError, User
 from trainer.schedule import TrainingScheduler
@@ -54,13 +54,22 @@ def build_demo(
         with gr.Row():
             live = gr.Markdown(elem_id="live-version")
             if accounts.hugging_face and _oauth_installed():
+                if not accounts.anonymous_allowed:
+                    gr.Markdown("Sign in with Hugging Face to chat and vote.")
                 gr.LoginButton(size="sm", scale=0)
         with gr.Tab("Chat"):
             chat_tab(service, identity, user_token, live)
         arena_tabs(arena, identity, user_token)
         if sync is not None and scheduler is not None:
             with gr.Tab("Dashboard"):
-                refresh, outputs = dashboard_tab(store, sync, scheduler, config.auth.admin_token)
+                refresh, outputs = dashboard_tab(
+                    store,
+                    sync,
+                    scheduler,
+                    config.auth.admin_token,
+                    admin_user=accounts.admin_check(identity),
+                    user_token=user_token,
+                )
             demo.load(refresh, outputs=outputs, show_progress="hidden")
         sign_in = _sign_in(identity, store, accounts)
         demo.load(sign_in, inputs=[user_token], outputs=[user_token]).then(
@@ -90,9 +99,9 @@ def _sign_in(identity: Identity, store: Store, accounts: Accounts | None = None)
         token: str | None,
         request: gr.Request = None,  # type: ignore[assignment]
         profile: gr.OAuthProfile | None = None,
-    ) -> str:
+    ) -> str | None:
         """The signed-in person's identity (password or Hugging Face), else the browser's
-        anonymous one, created on the first visit."""
+        anonymous one, created on the first visit (None where sign-in is required)."""
         named = signed_in_as(request, profile)
         try:
             current: User | None = store.get_user(identity.verify(token))
@@ -103,6 +112,8 @@ def _sign_in(identity: Identity, store: Store, accounts: Accounts | None = None)
             if current is not None and current.id == user.id:
                 return token  # type: ignore[return-value]
             return identity.issue(user.id)
+        if not accounts.anonymous_allowed:
+            return None  # handlers then ask the person to sign in
         if current is not None and current.kind == "anon":
             return token  # type: ignore[return-value]
         return identity.issue(store.create_user("anon").id)  # a first visit, or signed out
@@ -121,11 +132,18 @@ def signed_in_as(request: Any, profile: Any) -> tuple[str, str] | None:
     return None
 
 
-def current_user(identity: Identity, token: str | None) -> int:
+def current_user(identity: Identity, token: str | None, store: Store | None = None) -> int:
+    """The token's user id; with `store`, only a user it has (a token signed for a user a
+    restored database lacks would otherwise fail on a foreign key)."""
     try:
-        return identity.verify(token)
-    except InvalidToken as exc:
-        raise InputError(401, "your session is not ready; reload the page") from exc
+        uid = identity.verify(token)
+        if store is not None:
+            store.get_user(uid)
+        return uid
+    except (InvalidToken, StoreError) as exc:
+        raise InputError(
+            401, "you are not signed in: sign in at the top of the page, or reload it"
+        ) from exc
 
 
 def chat_tab(
@@ -193,8 +211,8 @@ def respond(service: ChatService, identity: Identity):
         """Send the user's message and stream the answer into the chat."""
         history, ids = list(history or []), list(ids or [])
         try:
-            uid = current_user(identity, token)
-            params = service.sampling(float(temperature), int(max_tokens))
+            uid = current_user(identity, token, service.store)
+            params = _sampling(service, temperature, max_tokens)
             messages = [*_history_for_model(history), {"role": "user", "content": text}]
             turn = service.start(uid, messages, conversation_id=conversation_id, params=params)
         except InputError as exc:
@@ -227,6 +245,15 @@ def _stream_into(service, turn, history, ids, live) -> Iterator[tuple]:
     yield gr.skip(), history, turn.conversation_id, ids, live
 
 
+def _sampling(service: ChatService, temperature: Any, max_tokens: Any) -> SamplingParams:
+    """The sliders' values; a script's call may send anything, and gets a message."""
+    try:
+        t, n = float(temperature), int(max_tokens)
+    except (TypeError, ValueError, OverflowError) as exc:  # "hot", None, NaN or inf tokens
+        raise InputError(400, "temperature and max new tokens must be numbers") from exc
+    return service.sampling(t, n)
+
+
 def _answer_index(history: list[dict[str, Any]], index: Any) -> int | None:
     i = index[0] if isinstance(index, list | tuple) else index
     if not isinstance(i, int) or not 0 <= i < len(history):
@@ -246,7 +273,9 @@ def thumb(service: ChatService, identity: Identity):
             return
         value = 1 if data.liked is True else -1 if data.liked is False else None
         try:
-            service.feedback(current_user(identity, token), message_id, "thumb", value)
+            service.feedback(
+                current_user(identity, token, service.store), message_id, "thumb", value
+            )
         except InputError as exc:
             gr.Warning(exc.message)
 
@@ -258,13 +287,14 @@ def retry(service: ChatService, identity: Identity):
         """A new answer to the same prompt; the old one is recorded as retried."""
         history, ids = list(history or []), list(ids or [])
         i = _answer_index(history, data.index)
-        if i is None or ids[i] is None:
+        # history comes from the page, ids from the server: they may disagree in length
+        if i is None or i >= len(ids) or ids[i] is None:
             gr.Warning("Only a saved answer can be retried.")
             yield history, conversation_id, ids, gr.skip()
             return
         try:
-            params = service.sampling(float(temperature), int(max_tokens))
-            turn = service.retry(current_user(identity, token), ids[i], params)
+            params = _sampling(service, temperature, max_tokens)
+            turn = service.retry(current_user(identity, token, service.store), ids[i], params)
         except InputError as exc:
             gr.Warning(exc.message)
             yield history, conversation_id, ids, gr.skip()
@@ -282,7 +312,7 @@ def correct(service: ChatService, identity: Identity):
         """An edited answer is stored as a correction of the original."""
         history, ids = list(history or []), list(ids or [])
         i = data.index[0] if isinstance(data.index, list | tuple) else data.index
-        if not isinstance(i, int) or not 0 <= i < len(history) or ids[i] is None:
+        if not isinstance(i, int) or not 0 <= i < min(len(history), len(ids)) or ids[i] is None:
             gr.Warning("This message cannot be edited.")
             return history, conversation_id, ids
         original = service.store.get_message(ids[i])
@@ -292,7 +322,9 @@ def correct(service: ChatService, identity: Identity):
             return history, conversation_id, ids
         text = _flatten(data.value)
         try:
-            service.feedback(current_user(identity, token), ids[i], "edit", text=text)
+            service.feedback(
+                current_user(identity, token, service.store), ids[i], "edit", text=text
+            )
         except InputError as exc:
             gr.Warning(exc.message)
             history[i] = {"role": "assistant", "content": original.content}

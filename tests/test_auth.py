@@ -170,3 +170,83 @@ def test_the_page_asks_for_a_password_and_healthz_does_not(client):
     assert 200 == page.get("/healthz").status_code
     assert 200 == page.post("/login", data={"username": "bob", "password": "builder"}).status_code
     assert 200 == page.get("/config").status_code
+
+
+def test_requiring_sign_in_needs_a_way_to_sign_in():
+    with pytest.raises(ConfigError, match="auth.require_sign_in needs a way to sign in"):
+        load_config(env={"RLHF_CHAT_AUTH_REQUIRE_SIGN_IN": "true"})
+    space = {"SPACE_ID": "me/space", "OAUTH_CLIENT_ID": "x", "RLHF_CHAT_AUTH_REQUIRE_SIGN_IN": "1"}
+    assert load_config(env=space).auth.require_sign_in
+
+
+def test_a_space_that_requires_sign_in_refuses_anonymous_users(tmp_path, store):
+    from app.server import create_app
+
+    config = load_config(
+        env={
+            "RLHF_CHAT_DATA": str(tmp_path),
+            "RLHF_CHAT_SERVING_BACKEND": "scripted",
+            "SPACE_ID": "me/space",
+            "OAUTH_CLIENT_ID": "x",
+            "RLHF_CHAT_AUTH_REQUIRE_SIGN_IN": "true",
+        }
+    )
+    application = create_app(config)
+    try:
+        client = TestClient(application.fastapi)
+        assert 403 == client.post("/api/session").status_code
+        identity = Identity(tmp_path.joinpath("session_secret").read_text().strip())
+        old_anon = bearer(identity.issue(application.store.create_user("anon").id))
+        carol = bearer(identity.issue(application.store.named_user("oauth", "carol").id))
+        for path in ("/api/chat", "/api/battles"):
+            refused = client.post(path, json=HELLO, headers=old_anon)
+            assert 403 == refused.status_code, path
+            assert "needs a sign-in" in refused.json()["error"]
+            assert 200 == client.post(path, json=HELLO, headers=carol).status_code, path
+        assert 0 == application.store.db["messages"].count_where(
+            "conversation_id IN (SELECT id FROM conversations WHERE user_id = ?)",
+            [identity.verify(old_anon["Authorization"][7:])],
+        )
+    finally:
+        application.close()
+
+
+def test_the_page_gives_no_anonymous_identity_where_sign_in_is_required(store):
+    identity = Identity("secret")
+    accounts = Accounts(AuthConfig(space_id="me/space", require_sign_in=True), store)
+    sign_in = ui._sign_in(identity, store, accounts)
+    assert sign_in(None, SimpleNamespace(username=None), None) is None
+    stale = identity.issue(store.create_user("anon").id)
+    assert sign_in(stale, SimpleNamespace(username=None), None) is None
+    hub = sign_in(None, SimpleNamespace(username=None), SimpleNamespace(username="carol"))
+    assert "oauth" == store.get_user(identity.verify(hub)).kind
+    with pytest.raises(ui.InputError, match="not signed in"):
+        ui.current_user(identity, None)
+
+
+def test_dashboard_admin_buttons_accept_an_admin_users_session(store, monkeypatch):
+    import gradio as gr
+
+    from app import dashboard_ui
+
+    warnings, infos = [], []
+    monkeypatch.setattr(gr, "Warning", warnings.append)
+    monkeypatch.setattr(gr, "Info", infos.append)
+    identity = Identity("secret")
+    accounts = Accounts(AuthConfig(admin_users=["alice"]), store)
+    alice = identity.issue(store.named_user("password", "alice").id)
+    bob = identity.issue(store.named_user("password", "bob").id)
+    done = []
+    handler = dashboard_ui._admin(
+        lambda: done.append(1) or "done", "the-admin-token", accounts.admin_check(identity)
+    )
+    handler("", alice)  # empty box: alice's session is an admin's
+    handler("the-admin-token", None)
+    handler("", bob)
+    handler("", None)
+    handler("wrong", alice)  # a typed token is checked as typed, not topped up by the session
+    assert [1, 1] == done
+    assert ["done", "done"] == infos
+    assert 3 == len(warnings)
+    assert "neither the admin token nor the token of an admin user" in warnings[0]
+    assert "Authorization" in warnings[1]  # nothing to check at all
