@@ -4,6 +4,7 @@ errors, and the admin buttons (train now, promote, roll back). It refreshes itse
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import gradio as gr
@@ -73,6 +74,40 @@ def cycle_curves(store: Store) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["cycle", "metric", "value"])
 
 
+USER_SHARE_COLUMNS = ["user", "judgments", "share", "kept in last training set", "kept share"]
+
+
+def user_shares(store: Store, limit: int = 20) -> pd.DataFrame:
+    """Who the judgments come from: each user's count and share of all judgments, and
+    of the last reward model's training set (after the per-user cap, `reward.user_share_cap`).
+    One user holding most of the votes shows here first."""
+    everyone = store.judgments_per_user()
+    total = sum(u.total for u in everyone)
+    last = _last_training_users(store)
+    kept_total = sum(entry.get("kept", 0) for entry in last.values())
+    rows = []
+    for u in everyone[:limit]:
+        kept = last.get(str(u.user_id), {}).get("kept") if last else None
+        rows.append(
+            {
+                "user": f"#{u.user_id} {u.name or u.kind}" + (" (flagged)" if u.is_flagged else ""),
+                "judgments": u.total,
+                "share": f"{u.total / total:.0%}",
+                "kept in last training set": "" if kept is None else kept,
+                "kept share": "" if kept is None or not kept_total else f"{kept / kept_total:.0%}",
+            }
+        )
+    return pd.DataFrame(rows, columns=USER_SHARE_COLUMNS)
+
+
+def _last_training_users(store: Store) -> dict[str, dict[str, int]]:
+    for run in store.runs("reward", limit=20):
+        users = (run.metrics.get("data") or {}).get("users")
+        if users is not None:
+            return users
+    return {}
+
+
 def current_run(store: Store, scheduler: TrainingScheduler) -> str:
     running = [r for r in store.runs(limit=20) if r.status == "running"]
     if not running:
@@ -96,8 +131,17 @@ def last_errors(store: Store, limit: int = 5) -> str:
 
 
 def dashboard_tab(
-    store: Store, sync: VersionSync, scheduler: TrainingScheduler, admin_token: str
-) -> None:
+    store: Store,
+    sync: VersionSync,
+    scheduler: TrainingScheduler,
+    admin_token: str,
+    *,
+    admin_user: Callable[[str], bool] | None = None,
+    user_token: gr.BrowserState | None = None,
+) -> tuple:
+    """The tab's components and its refresh. The admin buttons take the typed admin
+    token, or, with it left empty, the session of a signed-in admin user (`admin_user`
+    checks `user_token`)."""
     progress = gr.Markdown(elem_id="training-progress")
     versions = gr.Dataframe(label="Model versions", interactive=False, wrap=True)
     plots = []
@@ -105,8 +149,18 @@ def dashboard_tab(
         with gr.Row():
             plots += [gr.LinePlot(x="cycle", y="value", label=name, height=220) for name in row]
     errors = gr.Markdown()
+    shares = gr.Dataframe(
+        label="Judgments per user (the per-user cap keeps any one user's share of training small)",
+        interactive=False,
+        elem_id="user-shares",
+    )
     with gr.Accordion("Admin", open=False):
-        token = gr.Textbox(label="Admin token", type="password")
+        token = gr.Textbox(
+            label="Admin token",
+            type="password",
+            info="Leave empty if you signed in as an admin user.",
+        )
+        session = user_token if user_token is not None else gr.State(None)
         with gr.Row():
             version = gr.Textbox(label="Version to promote", scale=2)
             promote = gr.Button("Promote")
@@ -121,19 +175,24 @@ def dashboard_tab(
             versions_table(store),
             *per_metric,
             last_errors(store),
+            user_shares(store),
         )
 
-    outputs = [progress, versions, *plots, errors]
+    outputs = [progress, versions, *plots, errors, shares]
     gr.Timer(REFRESH_SECONDS).tick(refresh, outputs=outputs, show_progress="hidden")
-    train.click(_admin(lambda: _train(scheduler), admin_token), inputs=[token]).then(
+
+    def admin(action: Callable[..., str]) -> Callable[..., None]:
+        return _admin(action, admin_token, admin_user)
+
+    train.click(admin(lambda: _train(scheduler)), inputs=[token, session]).then(
         refresh, outputs=outputs
     )
     promote.click(
-        _admin(lambda name: f"live: {promote_version(store, sync, name.strip())}", admin_token),
-        inputs=[token, version],
+        admin(lambda name: f"live: {promote_version(store, sync, name.strip())}"),
+        inputs=[token, session, version],
     ).then(refresh, outputs=outputs)
     rollback.click(
-        _admin(lambda: f"live: {rollback_version(store, sync)}", admin_token), inputs=[token]
+        admin(lambda: f"live: {rollback_version(store, sync)}"), inputs=[token, session]
     ).then(refresh, outputs=outputs)
     return refresh, outputs
 
@@ -144,10 +203,15 @@ def _train(scheduler: TrainingScheduler) -> str:
     return "training cycle started"
 
 
-def _admin(action, admin_token: str):
-    def handler(token: str, *args: Any) -> None:
+def _admin(
+    action: Callable[..., str],
+    admin_token: str,
+    admin_user: Callable[[str], bool] | None = None,
+) -> Callable[..., None]:
+    def handler(token: str | None, session_token: str | None, *args: Any) -> None:
         try:
-            check_admin(_Bearer(token), admin_token)
+            # a typed token wins; an empty box falls back to the signed-in user's session
+            check_admin(_Bearer((token or "").strip() or session_token), admin_token, admin_user)
             gr.Info(action(*args))
         except InputError as exc:
             gr.Warning(exc.message)
@@ -158,5 +222,5 @@ def _admin(action, admin_token: str):
 class _Bearer:
     """Just enough of a request for `check_admin`: the token typed on the page."""
 
-    def __init__(self, token: str) -> None:
+    def __init__(self, token: str | None) -> None:
         self.headers = {"authorization": f"Bearer {token}" if token else ""}

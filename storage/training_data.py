@@ -59,6 +59,22 @@ class BattleVote(_Row):
     voted_at: str
 
 
+@dataclass(frozen=True)
+class UserJudgments(_Row):
+    """How many judgments (battle votes, thumbs, edits, retries) one user has made."""
+
+    user_id: int
+    kind: str
+    name: str | None
+    is_flagged: int
+    battle_votes: int
+    feedback: int
+
+    @property
+    def total(self) -> int:
+        return self.battle_votes + self.feedback
+
+
 class TrainingData:
     # provided by Store
     db: Database
@@ -102,6 +118,25 @@ class TrainingData:
             " ORDER BY b.id"
         )
         return [BattleVote.from_row(r) for r in rows]
+
+    def judgments_per_user(
+        self, kinds: Iterable[str] = TRAINING_FEEDBACK_KINDS
+    ) -> list[UserJudgments]:
+        """Every user who has judged anything, most judgments first: who the training
+        data would come from, before any per-user cap."""
+        kinds = tuple(kinds) or ("",)
+        rows = self.db.query(
+            "SELECT u.id AS user_id, u.kind, u.name, u.is_flagged,"
+            " (SELECT COUNT(*) FROM battles b WHERE b.user_id = u.id"
+            "  AND b.outcome IS NOT NULL) AS battle_votes,"
+            " (SELECT COUNT(*) FROM feedback f WHERE f.user_id = u.id"
+            f"  AND f.kind IN ({', '.join('?' * len(kinds))})) AS feedback"
+            " FROM users u"
+            " WHERE battle_votes + feedback > 0"
+            " ORDER BY battle_votes + feedback DESC, u.id",
+            kinds,
+        )
+        return [UserJudgments.from_row(r) for r in rows]
 
     def messages_of_conversations(
         self, conversation_ids: Iterable[int]

@@ -331,6 +331,8 @@ def test_the_user_cap_holds_when_one_user_casts_most_votes(store):
     data = _everything(store, user_share_cap=0.2)
     assert sorted(p.user_id for p in data.train_pairs) == [1, 2, 3, 4, 5, 6]
     assert data.report.filtered == {"user_cap": 9}
+    assert data.report.users["1"] == {"offered": 10, "kept": 1}
+    assert data.report.users["2"] == {"offered": 1, "kept": 1}
     # deterministic: the same data always loses the same rows
     assert data.train_pairs == _everything(store, user_share_cap=0.2).train_pairs
 

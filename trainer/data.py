@@ -97,6 +97,9 @@ class DataReport:
     filtered: dict[str, int] = field(default_factory=dict)
     """Judgments or examples left out, by reason: flagged_user, duplicate_vote, tie,
     identical_answers, no_prompt, user_cap."""
+    users: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Per user id (a string, for JSON): examples `offered` before the per-user cap and
+    `kept` after it, pairs and unpaired together."""
     train_pairs: int = 0
     heldout_pairs: int = 0
     train_unpaired: int = 0
@@ -166,14 +169,17 @@ def build_dataset(
                 pairs.append(example)
             else:
                 unpaired.append(example)
+    offered = Counter(e.user_id for e in [*pairs, *unpaired])
     pairs = cap_user_share(pairs, user_share_cap, seed=seed, filtered=filtered)
     unpaired = cap_user_share(unpaired, user_share_cap, seed=seed, filtered=filtered)
+    kept = Counter(e.user_id for e in [*pairs, *unpaired])
     train_pairs, heldout_pairs = split_by_conversation(pairs, heldout_fraction, seed=seed)
     train_unpaired, heldout_unpaired = split_by_conversation(unpaired, heldout_fraction, seed=seed)
     report = DataReport(
         pairs=dict(Counter(p.source for p in pairs)),
         unpaired=dict(Counter(u.source for u in unpaired)),
         filtered={reason: n for reason, n in filtered.items() if n},
+        users={str(u): {"offered": n, "kept": kept[u]} for u, n in offered.most_common()},
         train_pairs=len(train_pairs),
         heldout_pairs=len(heldout_pairs),
         train_unpaired=len(train_unpaired),
