@@ -26,7 +26,7 @@ from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from app.chat import ChatService, InputError, store_errors_as_input_errors
+from app.chat import ChatService, InputError, check_id, store_errors_as_input_errors
 from app.config import ArenaConfig
 from app.serving import BackendError, Reply, SamplingParams
 from storage import AlreadyVoted, Battle, Message, StoreError
@@ -260,8 +260,7 @@ class ArenaService:
 
     def vote(self, user_id: int, battle_id: Any, outcome: Any) -> Reveal:
         """Record the user's one vote on their battle; returns after it has committed."""
-        if isinstance(battle_id, bool) or not isinstance(battle_id, int):
-            raise InputError(400, "battle_id must be an integer")
+        check_id(battle_id, "battle_id")
         if outcome not in OUTCOMES:
             raise InputError(400, "outcome must be 'a', 'b', 'tie' or 'both_bad'")
         if not self.limiter.allow(user_id):

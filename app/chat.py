@@ -33,6 +33,16 @@ class InputError(Exception):
         self.message = message
 
 
+def check_id(value: Any, name: str) -> int:
+    """An integer id; one outside SQLite's 64-bit range would make the lookup raise
+    OverflowError (a 500), so it is refused here."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InputError(400, f"{name} must be an integer")
+    if not -(2**63) <= value < 2**63:
+        raise InputError(400, f"{name} is out of range")
+    return value
+
+
 def store_errors_as_input_errors(exc: Exception) -> InputError:
     """Map the store's refusals onto HTTP statuses."""
     if isinstance(exc, StoreNotFound):
@@ -194,8 +204,7 @@ class ChatService:
     ) -> Feedback | None:
         """Thumb (1, -1, or 0/None to clear), edit (corrected text) or flag on one of the
         user's answers."""
-        if isinstance(message_id, bool) or not isinstance(message_id, int):
-            raise InputError(400, "message_id must be an integer")
+        check_id(message_id, "message_id")
         if kind not in ("thumb", "edit", "flag"):
             raise InputError(400, "kind must be 'thumb', 'edit' or 'flag'")
         if kind == "thumb" and value not in (1, -1, 0, None):
