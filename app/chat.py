@@ -118,7 +118,10 @@ class ChatService:
     def sampling(self, temperature: Any = None, max_new_tokens: Any = None) -> SamplingParams:
         t = self.config.temperature if temperature is None else temperature
         n = self.config.max_new_tokens if max_new_tokens is None else max_new_tokens
-        if isinstance(t, bool) or not isinstance(t, int | float) or not math.isfinite(t):
+        # ints are finite, and math.isfinite raises OverflowError on huge ones
+        if isinstance(t, bool) or not isinstance(t, int | float):
+            raise InputError(400, "temperature must be a number")
+        if isinstance(t, float) and not math.isfinite(t):
             raise InputError(400, "temperature must be a number")
         if not 0.0 <= t <= 2.0:
             raise InputError(400, "temperature must be between 0 and 2")
