@@ -87,7 +87,10 @@ def install_admin_api(
     async def train(request: Request) -> dict[str, Any]:
         check_admin(request, admin_token, admin_user)
         body = await _json_body(request)
-        if not scheduler.trigger_now(force=bool(body.get("force", True))):
+        force = body.get("force", True)
+        if not isinstance(force, bool):  # bool("no") is True: a wrong type must not choose
+            raise InputError(400, "force must be true or false")
+        if not scheduler.trigger_now(force=force):
             raise InputError(409, "a training cycle is already running")
         return {"started": True}
 

@@ -19,7 +19,6 @@ from storage import Feedback, Message, Store
 from storage import Forbidden as StoreForbidden
 from storage import InvalidValue as StoreInvalid
 from storage import NotFound as StoreNotFound
-from trainer.models import flatten_content
 
 ROLES_FROM_CLIENTS = ("user", "assistant")
 
@@ -102,7 +101,9 @@ class ChatService:
                 raise InputError(400, f"message {i} must have a role and a content")
             if m["role"] not in ROLES_FROM_CLIENTS:
                 raise InputError(400, f"message {i}: role must be 'user' or 'assistant'")
-            content = flatten_content(m["content"])
+            content = _as_text(m["content"])
+            if content is None:
+                raise InputError(400, f"message {i}: content must be a string")
             if len(content) > self.config.max_message_chars:
                 raise InputError(
                     413,
@@ -210,7 +211,8 @@ class ChatService:
         check_id(message_id, "message_id")
         if kind not in ("thumb", "edit", "flag"):
             raise InputError(400, "kind must be 'thumb', 'edit' or 'flag'")
-        if kind == "thumb" and value not in (1, -1, 0, None):
+        # true and 1.0 compare equal to 1, but are not what a client meant to send
+        if kind == "thumb" and not (value is None or (type(value) is int and value in (1, -1, 0))):
             raise InputError(400, "a thumb's value is 1 (up), -1 (down) or 0 (clear)")
         if text is not None and not isinstance(text, str):
             raise InputError(400, "text must be a string")
@@ -237,6 +239,17 @@ class ChatService:
         if message.role != "assistant":
             raise InputError(400, f"message {message_id} is not an answer")
         return message
+
+
+def _as_text(content: Any) -> str | None:
+    """A string, a Gradio text block (`{"type": "text", "text": ...}`) or a list of them, as
+    one string; None for anything else, which would otherwise become text silently (5 -> "5",
+    nested lists recursively)."""
+    parts = content if isinstance(content, list) else [content]
+    texts = [p.get("text") if isinstance(p, dict) else p for p in parts]
+    if not all(isinstance(t, str) for t in texts):
+        return None
+    return "".join(texts)
 
 
 def _path_to(history: Sequence[Message], last_id: int | None) -> list[Message]:
