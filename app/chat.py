@@ -216,13 +216,12 @@ class ChatService:
             raise InputError(400, "a thumb's value is 1 (up), -1 (down) or 0 (clear)")
         if text is not None and not isinstance(text, str):
             raise InputError(400, "text must be a string")
-        if kind == "edit":
-            if not text or not text.strip():
-                raise InputError(400, "a correction needs the corrected text")
-            if len(text) > self.config.max_message_chars:
-                raise InputError(
-                    413, f"the correction is too long (at most {self.config.max_message_chars})"
-                )
+        if kind == "edit" and (not text or not text.strip()):
+            raise InputError(400, "a correction needs the corrected text")
+        if text is not None and len(text) > self.config.max_message_chars:  # a flag's too
+            raise InputError(
+                413, f"the text is too long (at most {self.config.max_message_chars} characters)"
+            )
         self._owned_answer(message_id, user_id)
         try:
             if kind == "thumb":
