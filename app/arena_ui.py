@@ -94,17 +94,17 @@ def _buttons(interactive: bool) -> list[Any]:
     return [gr.update(interactive=interactive) for _ in VOTES]
 
 
-def _current_user(identity: Identity, token: str | None) -> int:
+def _current_user(identity: Identity, token: str | None, store: Store | None = None) -> int:
     from app.ui import current_user  # app.ui imports this module: look it up when called
 
-    return current_user(identity, token)
+    return current_user(identity, token, store)
 
 
 def start_battle(arena: ArenaService, identity: Identity):
     def start_battle(text: str, token: str | None) -> Iterator[tuple]:
         """Start both answers, stream them side by side, then unlock the vote buttons."""
         try:
-            uid = _current_user(identity, token)
+            uid = _current_user(identity, token, arena.store)
             turn = arena.start(uid, [{"role": "user", "content": text}])
         except (InputError, BackendError) as exc:
             gr.Warning(getattr(exc, "message", str(exc)))
@@ -135,7 +135,7 @@ def cast_vote(arena: ArenaService, identity: Identity, outcome: str):
             gr.Warning("Start a battle first: type a prompt above.")
             return gr.skip(), *_buttons(False)
         try:
-            reveal = arena.vote(_current_user(identity, token), battle_id, outcome)
+            reveal = arena.vote(_current_user(identity, token, arena.store), battle_id, outcome)
         except InputError as exc:
             gr.Warning(exc.message)
             return gr.skip(), *_buttons(exc.status == 429)  # only a rate limit may be retried

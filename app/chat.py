@@ -104,6 +104,8 @@ class ChatService:
             content = _as_text(m["content"])
             if content is None:
                 raise InputError(400, f"message {i}: content must be a string")
+            if not _is_unicode(content):  # "\ud800" from the page's JSON; SQLite refuses it
+                raise InputError(400, f"message {i} has a lone surrogate: not text")
             if len(content) > self.config.max_message_chars:
                 raise InputError(
                     413,
@@ -216,6 +218,8 @@ class ChatService:
             raise InputError(400, "a thumb's value is 1 (up), -1 (down) or 0 (clear)")
         if text is not None and not isinstance(text, str):
             raise InputError(400, "text must be a string")
+        if text is not None and not _is_unicode(text):
+            raise InputError(400, "the text has a lone surrogate: not text")
         if kind == "edit" and (not text or not text.strip()):
             raise InputError(400, "a correction needs the corrected text")
         if text is not None and len(text) > self.config.max_message_chars:  # a flag's too
@@ -249,6 +253,14 @@ def _as_text(content: Any) -> str | None:
     if not all(isinstance(t, str) for t in texts):
         return None
     return "".join(texts)
+
+
+def _is_unicode(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _path_to(history: Sequence[Message], last_id: int | None) -> list[Message]:
