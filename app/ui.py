@@ -254,8 +254,14 @@ def _sampling(service: ChatService, temperature: Any, max_tokens: Any) -> Sampli
     return service.sampling(t, n)
 
 
+def _position(index: Any) -> Any:
+    """A message's position from an event's index: an int, or [row, column]; an empty
+    list (a script's call) would raise IndexError."""
+    return (index[0] if index else None) if isinstance(index, list | tuple) else index
+
+
 def _answer_index(history: list[dict[str, Any]], index: Any) -> int | None:
-    i = index[0] if isinstance(index, list | tuple) else index
+    i = _position(index)
     if not isinstance(i, int) or not 0 <= i < len(history):
         return None
     if history[i]["role"] != "assistant" and i + 1 < len(history):
@@ -266,7 +272,7 @@ def _answer_index(history: list[dict[str, Any]], index: Any) -> int | None:
 def thumb(service: ChatService, identity: Identity):
     def thumb(ids: list[int | None], token: str | None, data: gr.LikeData) -> None:
         """👍 stores 1, 👎 stores -1, clicking the chosen one again clears it."""
-        i = data.index[0] if isinstance(data.index, list | tuple) else data.index
+        i = _position(data.index)
         message_id = ids[i] if isinstance(i, int) and 0 <= i < len(ids) else None
         if message_id is None:
             gr.Warning("This answer is not saved yet; wait until it has finished.")
@@ -311,7 +317,7 @@ def correct(service: ChatService, identity: Identity):
     def correct(history, conversation_id, ids, token, data: gr.EditData):
         """An edited answer is stored as a correction of the original."""
         history, ids = list(history or []), list(ids or [])
-        i = data.index[0] if isinstance(data.index, list | tuple) else data.index
+        i = _position(data.index)
         if not isinstance(i, int) or not 0 <= i < min(len(history), len(ids)) or ids[i] is None:
             gr.Warning("This message cannot be edited.")
             return history, conversation_id, ids
