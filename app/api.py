@@ -192,6 +192,19 @@ def install_api(
         return {"feedback_id": stored.id if stored else None}
 
 
+def install_api_not_found(app: FastAPI) -> None:
+    """Any other /api/ path or method gets the API's JSON 404. Call after the last API
+    route and before the page is mounted at "/": the page would answer in its own format."""
+
+    @app.api_route(
+        "/api/{path:path}",
+        methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+        include_in_schema=False,
+    )
+    def not_found(request: Request, path: str) -> JSONResponse:
+        return error(404, f"no API route {request.method} /api/{path}")
+
+
 def _complete(service: ChatService, turn: Any) -> Any:
     try:
         for _ in turn.deltas():

@@ -11,7 +11,7 @@ import gradio as gr
 from fastapi import FastAPI
 
 from app.admin_api import install_admin_api
-from app.api import install_api
+from app.api import install_api, install_api_not_found
 from app.arena import ArenaService
 from app.arena_api import install_arena_api
 from app.auth import Accounts
@@ -109,6 +109,7 @@ def create_app(config: Config, *, backend: ChatBackend | None = None) -> App:
     install_admin_api(
         api, store, sync, scheduler, config.auth.admin_token, accounts.admin_check(identity)
     )
+    install_api_not_found(api)
     demo = build_demo(
         backend,
         store,
