@@ -6,7 +6,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from tests import cycle_doubles
 from trainer.cycle_config import ScheduleConfig, TrainingConfig
-from trainer.schedule import JOB_ID, TrainingBusy, TrainingScheduler
+from trainer.schedule import ABANDONED, JOB_ID, TrainingBusy, TrainingScheduler
 
 
 def scheduler(store, tmp_path, cycle, **schedule):
@@ -70,3 +70,17 @@ def test_a_killed_training_child_is_recorded_and_the_next_cycle_runs(store, tmp_
     assert "v1" == store.live_version().name  # live unchanged
     assert ["base", "v1"] == [v.name for v in store.versions()]  # nothing half-written
     assert "promoted" == scheduler(store, tmp_path, "succeed").run_once()["status"]
+
+
+def test_a_cycle_left_running_by_a_dead_process_tree_is_failed_by_the_next(store, tmp_path):
+    """Server and child killed together: nobody saw the end, so the next lock holder
+    records it (a cycle still alive would hold the lock: its child shares it)."""
+    stale = store.start_run("cycle")
+    store.set_run_stage(stale.id, "ppo")
+    store.start_run("ppo")
+    assert "promoted" == scheduler(store, tmp_path, "succeed").run_once()["status"]
+    assert [
+        ("cycle", "failed", ABANDONED),
+        ("ppo", "failed", ABANDONED),
+        ("cycle", "succeeded", None),
+    ] == [(r.kind, r.status, r.error) for r in reversed(store.runs())]

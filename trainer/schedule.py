@@ -6,6 +6,9 @@ time). The cycle's heavy work runs in a child process, so a crash or an OOM kill
 training cannot take the chat down; when the child dies, this side records the
 failure (APScheduler itself would only log it). A lock file in the data directory
 keeps a cycle started from the shell and one started by the server from overlapping.
+The child holds that lock too, so a cycle whose parent was killed still keeps others
+out until it ends; a cycle left `running` when its whole process tree died is recorded
+as failed by the next process that takes the lock.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import os
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from multiprocessing import reduction
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +33,7 @@ log = logging.getLogger(__name__)
 JOB_ID = "training-cycle"
 LOCK_FILE = "training.lock"
 DEFAULT_CYCLE = "trainer.cycle:run_cycle"
+ABANDONED = "abandoned: the process running it died before it finished"
 
 
 class TrainingBusy(RuntimeError):
@@ -43,8 +48,9 @@ def import_function(spec: str) -> Callable[..., Any]:
 
 
 @contextmanager
-def training_lock(data_dir: Path) -> Iterator[None]:
-    """Held for a whole cycle; refuses at once (TrainingBusy) rather than waiting."""
+def training_lock(data_dir: Path) -> Iterator[int]:
+    """Held for a whole cycle; refuses at once (TrainingBusy) rather than waiting.
+    Yields the lock file's descriptor: any process that shares it holds the lock."""
     Path(data_dir).mkdir(parents=True, exist_ok=True)
     fd = os.open(Path(data_dir) / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
     try:
@@ -52,12 +58,36 @@ def training_lock(data_dir: Path) -> Iterator[None]:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as exc:
             raise TrainingBusy("a training cycle is already running") from exc
-        yield
+        yield fd
     finally:
         os.close(fd)  # closing releases the lock
 
 
-def _child(db_path: str, config: TrainingConfig, force: bool, cycle: str, conn: Any) -> None:
+class _SharedFd:
+    """A descriptor that a spawned child receives as the same open file, the way
+    multiprocessing hands over its pipes."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _rebuild_fd, (reduction.DupFd(self.fd),)
+
+
+def _rebuild_fd(dup: Any) -> _SharedFd:
+    return _SharedFd(dup.detach())
+
+
+def _child(
+    db_path: str,
+    config: TrainingConfig,
+    force: bool,
+    cycle: str,
+    conn: Any,
+    lock: _SharedFd | None = None,
+) -> None:
+    # `lock` stays open until this process exits: should the parent die first, the
+    # training lock is still held and no second cycle starts beside this one.
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -144,14 +174,28 @@ class TrainingScheduler:
         if not self._busy.acquire(blocking=False):
             raise TrainingBusy("a training cycle is already running in this process")
         try:
-            with training_lock(self.config.data_dir):
+            with training_lock(self.config.data_dir) as lock_fd:
+                self._fail_abandoned_runs()
                 if self.schedule.in_child_process:
-                    self.last_result = self._run_in_child(force)
+                    self.last_result = self._run_in_child(force, lock_fd)
                 else:
                     self.last_result = self._run_here(force)
                 return self.last_result
         finally:
             self._busy.release()
+
+    def _fail_abandoned_runs(self) -> None:
+        """With the lock held no earlier cycle's process is alive (its child shares the
+        lock), so a cycle still `running` died with its whole process tree, a killed
+        server or worker: record it, and the runs recorded after it, as failed."""
+        store = Store(self.db_path)
+        try:
+            stale = [r.id for r in store.runs("cycle") if r.status == "running"]
+            if stale:
+                failed = store.fail_abandoned_runs(ABANDONED, after_id=min(stale) - 1)
+                log.warning("recorded %d abandoned training run(s) as failed", failed)
+        finally:
+            store.close()
 
     def _run_here(self, force: bool) -> dict[str, Any]:
         store = Store(self.db_path)
@@ -161,7 +205,7 @@ class TrainingScheduler:
         finally:
             store.close()
 
-    def _run_in_child(self, force: bool) -> dict[str, Any]:
+    def _run_in_child(self, force: bool, lock_fd: int) -> dict[str, Any]:
         store = Store(self.db_path)
         try:
             before = store.last_run_id()
@@ -169,7 +213,7 @@ class TrainingScheduler:
             receive, send = ctx.Pipe(duplex=False)
             child = ctx.Process(
                 target=_child,
-                args=(str(self.db_path), self.config, force, self.cycle, send),
+                args=(str(self.db_path), self.config, force, self.cycle, send, _SharedFd(lock_fd)),
                 name="training-cycle",
             )
             child.start()
