@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -86,6 +87,8 @@ def run_cycle(
         store.set_run_stage(run.id, name)
         if stage_hook is not None:
             stage_hook(name)
+        if config.cycle.stage_pause_seconds:
+            time.sleep(config.cycle.stage_pause_seconds)
 
     try:
         stage("data")

@@ -58,6 +58,10 @@ class CycleConfig:
     heldout_prompts: int = 16
     """Held-out prompts the gate evaluates live and candidate on."""
 
+    stage_pause_seconds: float = 0.0
+    """Test-only: wait this long after recording each stage, so a crash test can kill
+    a cycle at stages that otherwise last milliseconds (publish, promote). 0: off."""
+
     def __post_init__(self) -> None:
         if self.promotion not in ("gate", "canary"):
             raise ValueError("cycle.promotion must be 'gate' or 'canary'")
@@ -67,6 +71,8 @@ class CycleConfig:
             raise ValueError("cycle.canary_win_rate must be between 0 and 1")
         if self.ppo_rounds < 1 or self.heldout_prompts < 1 or self.canary_min_votes < 1:
             raise ValueError("cycle.ppo_rounds, heldout_prompts and canary_min_votes must be >= 1")
+        if self.stage_pause_seconds < 0:
+            raise ValueError("cycle.stage_pause_seconds must be zero or more")
 
 
 @dataclass
