@@ -19,10 +19,10 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.auth import Accounts
-from app.chat import ChatService, InputError, check_id
+from app.chat import UNSAVED, ChatService, InputError, check_id
 from app.identity import Identity, InvalidToken
 from app.serving import BackendError
-from storage import NotFound, Store
+from storage import NotFound, StorageUnavailable, Store
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +96,10 @@ def install_api(
     @app.exception_handler(InputError)
     async def _input_error(request: Request, exc: InputError) -> JSONResponse:
         return error(exc.status, exc.message)
+
+    @app.exception_handler(StorageUnavailable)
+    async def _storage_error(request: Request, exc: StorageUnavailable) -> JSONResponse:
+        return error(503, str(exc))  # a full or read-only disk: say so, never a bare 500
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -214,11 +218,22 @@ def _complete(service: ChatService, turn: Any) -> Any:
     answer = service.finish(turn)
     return {
         "conversation_id": turn.conversation_id,
-        "message_id": answer.id,
-        "content": answer.content,
+        "content": turn.text,
         "version": turn.reply.version,
-        "n_tokens": answer.n_tokens,
+        **_saved(turn, answer),
     }
+
+
+def _saved(turn: Any, answer: Any) -> dict[str, Any]:
+    """The stored answer's id, or `saved: false` and why when storage refused it."""
+    if answer is None:
+        return {
+            "message_id": None,
+            "n_tokens": turn.reply.n_tokens,
+            "saved": False,
+            "warning": UNSAVED,
+        }
+    return {"message_id": answer.id, "n_tokens": answer.n_tokens, "saved": True}
 
 
 def _sse(service: ChatService, turn: Any) -> Iterator[str]:
@@ -235,8 +250,7 @@ def _sse(service: ChatService, turn: Any) -> Iterator[str]:
     done = {
         "done": True,
         "conversation_id": turn.conversation_id,
-        "message_id": answer.id,
         "version": turn.reply.version,
-        "n_tokens": answer.n_tokens,
+        **_saved(turn, answer),
     }
     yield f"data: {json.dumps(done)}\n\n"

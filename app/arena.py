@@ -211,13 +211,13 @@ class ArenaService:
         pairing = self.pairing(self.chat.sampling(None, max_new_tokens))
         sides = list(pairing.sides)
         self.rng.shuffle(sides)  # which version is A is part of the blind
-        try:
+        try:  # a battle that cannot be stored cannot be voted on: refuse it (503 when full)
             conversation = self.store.create_conversation(
                 user_id, title=cleaned[-1]["content"][:80]
             )
+            prompt = self.store.add_message(conversation.id, "user", cleaned[-1]["content"])
         except StoreError as exc:
             raise store_errors_as_input_errors(exc) from exc
-        prompt = self.store.add_message(conversation.id, "user", cleaned[-1]["content"])
         # both requests are queued before either is read: a batching backend runs them together
         replies: list[Reply] = []
         try:
@@ -234,6 +234,12 @@ class ArenaService:
 
     def finish(self, turn: BattleTurn) -> Battle:
         """Store both answers as children of the prompt, then the battle (after `deltas()`)."""
+        try:
+            return self._store_battle(turn)
+        except StoreError as exc:
+            raise store_errors_as_input_errors(exc) from exc
+
+    def _store_battle(self, turn: BattleTurn) -> Battle:
         answers = [
             self.store.add_message(
                 turn.conversation_id,

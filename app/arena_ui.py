@@ -122,7 +122,12 @@ def start_battle(arena: ArenaService, identity: Identity):
             gr.Warning(str(exc))
             yield gr.skip(), chats[0], chats[1], None, "", *_buttons(False)
             return
-        battle = arena.finish(turn)
+        try:
+            battle = arena.finish(turn)
+        except InputError as exc:  # storage unavailable: nothing to vote on
+            gr.Warning(exc.message)
+            yield gr.skip(), chats[0], chats[1], None, "", *_buttons(False)
+            return
         yield gr.skip(), chats[0], chats[1], battle.id, ASK_FOR_VOTE, *_buttons(True)
 
     return start_battle

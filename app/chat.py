@@ -8,6 +8,7 @@ user, before anything is stored.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -15,12 +16,20 @@ from typing import Any
 
 from app.config import ServingConfig
 from app.serving import BackendError, ChatBackend, Reply, SamplingParams
-from storage import Feedback, Message, Store
+from storage import Feedback, Message, StorageUnavailable, Store
 from storage import Forbidden as StoreForbidden
 from storage import InvalidValue as StoreInvalid
 from storage import NotFound as StoreNotFound
 
+log = logging.getLogger(__name__)
+
 ROLES_FROM_CLIENTS = ("user", "assistant")
+
+
+UNSAVED = (
+    "The answer could not be saved (the server's storage is unavailable): it cannot be "
+    "rated or corrected. Votes and ratings fail until storage is back."
+)
 
 
 class InputError(Exception):
@@ -50,6 +59,8 @@ def store_errors_as_input_errors(exc: Exception) -> InputError:
         return InputError(403, str(exc))
     if isinstance(exc, StoreInvalid):
         return InputError(400, str(exc))
+    if isinstance(exc, StorageUnavailable):
+        return InputError(503, str(exc))
     raise exc
 
 
@@ -57,8 +68,8 @@ def store_errors_as_input_errors(exc: Exception) -> InputError:
 class Turn:
     """An answer on its way: stream `deltas()`, then `finish()` stores it."""
 
-    conversation_id: int
-    user_message: Message
+    conversation_id: int | None
+    user_message: Message | None  # None: the store could not take it; the answer is unsaved
     reply: Reply
     sampling: SamplingParams
     text: str = ""
@@ -157,20 +168,35 @@ class ChatService:
                 ).id
             else:
                 self.store.owned_conversation(conversation_id, user_id)
+            previous = self.store.conversation_messages(conversation_id)
+            user_message: Message | None = self.store.add_message(
+                conversation_id,
+                "user",
+                cleaned[-1]["content"],
+                parent_id=previous[-1].id if previous else None,
+            )
+        except StorageUnavailable as exc:
+            # a full or read-only disk must not silence the chat: answer, unsaved
+            log.warning("chat answered without storing it: %s", exc)
+            user_message = None
         except Exception as exc:
             raise store_errors_as_input_errors(exc) from exc
-        previous = self.store.conversation_messages(conversation_id)
-        user_message = self.store.add_message(
-            conversation_id,
-            "user",
-            cleaned[-1]["content"],
-            parent_id=previous[-1].id if previous else None,
-        )
         reply = self.backend.stream(cleaned, params=params)
         return Turn(conversation_id, user_message, reply, params)
 
-    def finish(self, turn: Turn) -> Message:
-        """Store the complete answer (call after `deltas()` is exhausted)."""
+    def finish(self, turn: Turn) -> Message | None:
+        """Store the complete answer (call after `deltas()` is exhausted); None when it
+        could not be stored (`UNSAVED` says why to the user)."""
+        if turn.user_message is None:
+            return None
+        try:
+            return self._store_answer(turn)
+        except StorageUnavailable as exc:
+            log.warning("an answer could not be stored: %s", exc)
+            return None
+
+    def _store_answer(self, turn: Turn) -> Message:
+        assert turn.conversation_id is not None and turn.user_message is not None
         return self.store.add_message(
             turn.conversation_id,
             "assistant",
@@ -182,7 +208,7 @@ class ChatService:
             n_tokens=turn.reply.n_tokens,
         )
 
-    def answer(self, user_id: int, messages: Any, **kwargs: Any) -> tuple[Turn, Message]:
+    def answer(self, user_id: int, messages: Any, **kwargs: Any) -> tuple[Turn, Message | None]:
         """A whole turn, not streamed."""
         turn = self.start(user_id, messages, **kwargs)
         for _ in turn.deltas():

@@ -17,7 +17,7 @@ import gradio as gr
 from app.arena import ArenaService
 from app.arena_ui import arena_tabs
 from app.auth import Accounts
-from app.chat import ChatService, InputError
+from app.chat import UNSAVED, ChatService, InputError
 from app.config import AuthConfig, Config
 from app.dashboard_ui import dashboard_tab
 from app.identity import Identity, InvalidToken, ensure_session_secret
@@ -240,8 +240,10 @@ def _stream_into(service, turn, history, ids, live) -> Iterator[tuple]:
         yield gr.skip(), history, turn.conversation_id, ids, live
         return
     answer = service.finish(turn)
-    ids[-1] = answer.id
-    history[-1] = {"role": "assistant", "content": answer.content}
+    if answer is None:
+        gr.Warning(UNSAVED)
+    ids[-1] = answer.id if answer is not None else None
+    history[-1] = {"role": "assistant", "content": turn.text}
     yield gr.skip(), history, turn.conversation_id, ids, live
 
 

@@ -6,7 +6,14 @@ training runs — goes through `Store`. Nothing here imports torch, `app` or
 `trainer`.
 """
 
-from storage.errors import AlreadyVoted, Forbidden, InvalidValue, NotFound, StoreError
+from storage.errors import (
+    AlreadyVoted,
+    Forbidden,
+    InvalidValue,
+    NotFound,
+    StorageUnavailable,
+    StoreError,
+)
 from storage.records import (
     Battle,
     Conversation,
@@ -28,6 +35,7 @@ __all__ = [
     "Message",
     "ModelVersion",
     "NotFound",
+    "StorageUnavailable",
     "Store",
     "StoreError",
     "TrainingRun",

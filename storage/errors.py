@@ -4,7 +4,8 @@ StoreError            anything the store refuses or cannot do
 ├── NotFound          an id or name that does not exist
 ├── Forbidden         the item exists but belongs to someone else
 ├── AlreadyVoted      a second vote on something that takes one
-└── InvalidValue      a value outside what the column accepts
+├── InvalidValue      a value outside what the column accepts
+└── StorageUnavailable  the database cannot take writes now: disk full, read-only, I/O
 """
 
 
@@ -26,3 +27,9 @@ class AlreadyVoted(StoreError):
 
 class InvalidValue(StoreError):
     """A value the schema does not accept."""
+
+
+class StorageUnavailable(StoreError):
+    """SQLite could not write: the disk is full, the file or its filesystem is read-only,
+    or an I/O error. Nothing of the failed write was stored; later writes succeed once
+    the cause is gone."""

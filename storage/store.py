@@ -21,7 +21,7 @@ from typing import Any
 from sqlite_utils import Database
 
 from storage.battles import Battles
-from storage.errors import AlreadyVoted, Forbidden, InvalidValue, NotFound
+from storage.errors import AlreadyVoted, Forbidden, InvalidValue, NotFound, StorageUnavailable
 from storage.migrations import migrations
 from storage.records import Battle, Conversation, Feedback, Message, User
 from storage.runs import VersionsAndRuns, utcnow
@@ -30,6 +30,33 @@ from storage.training_data import TrainingData
 THUMB_VALUES = (1, -1)
 FEEDBACK_KINDS = ("thumb", "edit", "retry", "flag")
 BATTLE_OUTCOMES = ("a", "b", "tie", "both_bad")
+
+
+# SQLite's primary result codes that mean "the storage refused", not "the SQL was wrong":
+# SQLITE_READONLY, SQLITE_IOERR, SQLITE_FULL, SQLITE_CANTOPEN
+_UNAVAILABLE_CODES = {8: "read-only", 10: "I/O error", 13: "disk full", 14: "cannot open"}
+
+
+@contextmanager
+def _unavailable_as_error() -> Iterator[None]:
+    try:
+        yield
+    except sqlite3.Error as exc:
+        code = getattr(exc, "sqlite_errorcode", None)
+        reason = _UNAVAILABLE_CODES.get(code & 0xFF) if code is not None else None
+        if reason is None:
+            raise
+        raise StorageUnavailable(
+            f"the database cannot store anything right now ({reason}: {exc}); "
+            "nothing was saved, try again later"
+        ) from exc
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    try:
+        conn.rollback()
+    except sqlite3.Error:
+        pass  # on a failing disk the rollback may fail too; SQLite undoes it on reopen
 
 
 class Store(VersionsAndRuns, TrainingData, Battles):
@@ -76,16 +103,21 @@ class Store(VersionsAndRuns, TrainingData, Battles):
 
     @contextmanager
     def _write(self) -> Iterator[Database]:
-        """One write transaction; commits before returning, rolls back on error."""
-        with self._write_lock:
+        """One write transaction; commits before returning, rolls back on error. A write
+        the disk refuses raises `StorageUnavailable` (the transaction is rolled back)."""
+        with self._write_lock, _unavailable_as_error():
             db = self.db
             db.execute("BEGIN IMMEDIATE")
             try:
                 yield db
             except BaseException:
-                db.conn.rollback()
+                _rollback(db.conn)
                 raise
-            db.conn.commit()
+            try:
+                db.conn.commit()
+            except BaseException:
+                _rollback(db.conn)
+                raise
 
     def _one(self, sql: str, params: tuple[Any, ...] | list[Any] = ()) -> dict[str, Any] | None:
         rows = list(self.db.query(sql, params))
