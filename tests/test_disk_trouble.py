@@ -147,6 +147,11 @@ def test_a_full_disk_fails_votes_clearly_chat_answers_and_nothing_is_lost(tmp_pa
 
         stored = stored_votes(disk)
         lost = {b for b in client.acknowledged if stored.get(b) != client.acknowledged[b]}
+        print(
+            f"disk full: {len(battles)} votes attempted, {len(client.acknowledged)} "
+            f"acknowledged, {len(stored)} stored, {len(lost)} lost, "
+            f"{len(battles) - len(client.acknowledged)} refused with 503"
+        )
         assert set() == lost
         assert len(client.acknowledged) >= 25
 
