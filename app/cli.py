@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -242,6 +243,8 @@ def _train(args: argparse.Namespace, config: Config) -> int:
 
     from trainer.schedule import TrainingBusy, TrainingScheduler
 
+    if _launched_processes() > 1:
+        return _train_launched(args, config)
     scheduler = TrainingScheduler(config.storage.db_path, config.training(), config.schedule)
     if not args.once:
         scheduler.start()
@@ -258,6 +261,33 @@ def _train(args: argparse.Namespace, config: Config) -> int:
         return 1
     print(result.get("summary") or result.get("error"))
     return 0 if result["status"] != "failed" else 1
+
+
+def _train_launched(args: argparse.Namespace, config: Config) -> int:
+    """One data-parallel cycle in each process of `accelerate launch` or `torchrun`."""
+    from trainer.distributed import launched_rank
+    from trainer.schedule import TrainingBusy, run_launched
+
+    if not args.once:
+        print(
+            "rlhf-chat train: under a multi-process launch run one cycle with --once "
+            "(and schedule the launch itself)",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        result = run_launched(config.storage.db_path, config.training(), force=args.force)
+    except TrainingBusy as exc:
+        print(f"rlhf-chat train: {exc}", file=sys.stderr)
+        return 1
+    if launched_rank() == 0:
+        print(result.get("summary") or result.get("error"))
+    return 0 if result["status"] != "failed" else 1
+
+
+def _launched_processes() -> int:
+    """WORLD_SIZE as `accelerate launch` / `torchrun` set it; 1 when run directly."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
 
 
 # -- versions ---------------------------------------------------------------------------
@@ -648,6 +678,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if _launched_processes() > 1 and args.command != "train":
+        print(
+            f"rlhf-chat {args.command}: only `rlhf-chat train --once` runs under a "
+            "multi-process launch; run this command directly",
+            file=sys.stderr,
+        )
+        return 2
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -15,6 +15,10 @@
 
 Until the single promote transaction at the end, nothing the server reads changes: a
 crash at any stage leaves the live version serving and no half-written version.
+
+Under a multi-process launch (trainer.distributed) every process runs this function;
+only the main one has the store and does the reading, recording, gating and
+publishing, and the others follow its decisions while they train beside it.
 """
 
 from __future__ import annotations
@@ -25,14 +29,20 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from storage import Store
+from trainer import distributed
 from trainer.cycle_config import CycleConfig, TrainingConfig
 from trainer.errors import TrainingSkipped
 from trainer.gate import GateResult, PolicyStats, evaluate_gate
 from trainer.models import resolve_base_model
 from trainer.publish import next_version_name, publish_adapter, remove_unpublished
+
+if TYPE_CHECKING:
+    from storage.records import ModelVersion
+    from trainer.ppo import PolicyEval, PPOResult
+    from trainer.reward import RewardOutcome
 
 log = logging.getLogger(__name__)
 
@@ -73,18 +83,19 @@ def split_prompts(
 
 
 def run_cycle(
-    store: Store,
+    store: Store | None,
     config: TrainingConfig,
     *,
     force: bool = False,
     stage_hook: StageHook | None = None,
 ) -> CycleResult:
-    """One cycle, recorded as a `cycle` run; see the module docstring."""
-    watermark = store.feedback_watermark()
-    run = store.start_run("cycle", feedback_watermark=watermark)
+    """One cycle, recorded as a `cycle` run; see the module docstring. `store` is None
+    on the processes that follow the main one under a multi-process launch."""
+    run_id, watermark = distributed.on_main(_start_run, store)
 
     def stage(name: str) -> None:
-        store.set_run_stage(run.id, name)
+        if store is not None:
+            store.set_run_stage(run_id, name)
         if stage_hook is not None:
             stage_hook(name)
         if config.cycle.stage_pause_seconds:
@@ -92,57 +103,121 @@ def run_cycle(
 
     try:
         stage("data")
-        new = watermark - store.last_cycle_watermark()
-        if not force and new < config.cycle.min_new_feedback:
-            reason = (
-                f"{new} new judgments since the last cycle, {config.cycle.min_new_feedback} "
-                "needed (cycle.min_new_feedback)"
-            )
-            store.finish_run(run.id, "skipped", error=reason)
-            return CycleResult("skipped", run.id, reason)
-        remove_unpublished(store, config.data_dir)
-        result = _train_and_ship(store, config, run.id, stage)
+        reason = distributed.on_main(_skip_reason, store, config, watermark, force)
+        if reason:
+            if store is not None:
+                store.finish_run(run_id, "skipped", error=reason)
+            return CycleResult("skipped", run_id, reason)
+        result = _train_and_ship(store, config, run_id, stage)
     except TrainingSkipped as exc:
-        store.finish_run(run.id, "skipped", error=str(exc))
-        return CycleResult("skipped", run.id, str(exc))
+        if store is not None:
+            store.finish_run(run_id, "skipped", error=str(exc))
+        return CycleResult("skipped", run_id, str(exc))
     except Exception as exc:
-        store.finish_run(run.id, "failed", error=f"{type(exc).__name__}: {exc}")
+        if store is not None:
+            store.finish_run(run_id, "failed", error=f"{type(exc).__name__}: {exc}")
         raise
-    store.finish_run(
-        run.id,
-        "succeeded",
-        metrics={**result.metrics, "outcome": result.status, "version": result.version},
-    )
+    if store is not None:
+        store.finish_run(
+            run_id,
+            "succeeded",
+            metrics={**result.metrics, "outcome": result.status, "version": result.version},
+        )
     return result
 
 
+def _start_run(store: Store) -> tuple[int, int]:
+    watermark = store.feedback_watermark()
+    return store.start_run("cycle", feedback_watermark=watermark).id, watermark
+
+
+def _skip_reason(store: Store, config: TrainingConfig, watermark: int, force: bool) -> str:
+    """Why this cycle does not train ("" when it does); clears a crashed cycle's leftovers."""
+    new = watermark - store.last_cycle_watermark()
+    if not force and new < config.cycle.min_new_feedback:
+        return (
+            f"{new} new judgments since the last cycle, {config.cycle.min_new_feedback} "
+            "needed (cycle.min_new_feedback)"
+        )
+    remove_unpublished(store, config.data_dir)
+    return ""
+
+
 def _train_and_ship(
-    store: Store, config: TrainingConfig, run_id: int, stage: Callable[[str], None]
+    store: Store | None, config: TrainingConfig, run_id: int, stage: Callable[[str], None]
 ) -> CycleResult:
     from trainer.ppo import build_policy, evaluate_policy, run_ppo
     from trainer.reward import train_reward_model
 
-    base = resolve_base_model(config.model.source, config.data_dir)
+    base = distributed.on_main(resolve_base_model, config.model.source, config.data_dir)
     stage("reward")
     reward = train_reward_model(store, config.reward, data_dir=config.data_dir, base_model=base)
     reward_fn = reward.model.score
-    prompts = store.prompt_contexts(limit=512)
+    prompts = distributed.on_main(_prompts, store)
     train_prompts, heldout = split_prompts(prompts, config.cycle.heldout_prompts)
     if not train_prompts:
         raise TrainingSkipped(f"only {len(prompts)} distinct prompts in the store; need more")
 
     stage("ppo")
-    live = store.live_version("policy")
+    live = distributed.on_main(_live_policy, store)
     ppo_config = replace(config.ppo, rounds=config.cycle.ppo_rounds)
     policy, tokenizer = build_policy(base, ppo_config, adapter_dir=live.path or None)
     eval_seed = config.ppo.seed + 1
-    before = evaluate_policy(policy, tokenizer, heldout, reward_fn, ppo_config, seed=eval_seed)
+    before = distributed.on_main(
+        evaluate_policy, policy, tokenizer, heldout, reward_fn, ppo_config, seed=eval_seed
+    )
     workdir = Path(config.data_dir) / "runs" / str(run_id) / "adapter"
     ppo = run_ppo(
-        policy, tokenizer, train_prompts, reward_fn, ppo_config, store=store, output_dir=workdir
+        policy,
+        tokenizer,
+        train_prompts,
+        reward_fn,
+        ppo_config,
+        store=store,
+        output_dir=workdir if store is not None else None,
     )
-    after = evaluate_policy(policy, tokenizer, heldout, reward_fn, ppo_config, seed=eval_seed)
+    after = distributed.on_main(
+        evaluate_policy, policy, tokenizer, heldout, reward_fn, ppo_config, seed=eval_seed
+    )
+    return distributed.on_main(
+        _gate_and_publish,
+        store,
+        config,
+        run_id,
+        stage,
+        reward=reward,
+        ppo=ppo,
+        before=before,
+        after=after,
+        parent=live.name,
+        workdir=workdir,
+        prompt_counts=(len(train_prompts), len(heldout)),
+    )
 
+
+def _prompts(store: Store) -> list[list[dict[str, str]]]:
+    return store.prompt_contexts(limit=512)
+
+
+def _live_policy(store: Store) -> ModelVersion:
+    return store.live_version("policy")
+
+
+def _gate_and_publish(
+    store: Store,
+    config: TrainingConfig,
+    run_id: int,
+    stage: Callable[[str], None],
+    *,
+    reward: RewardOutcome,
+    ppo: PPOResult,
+    before: PolicyEval,
+    after: PolicyEval,
+    parent: str,
+    workdir: Path,
+    prompt_counts: tuple[int, int],
+) -> CycleResult:
+    """Gate, log, publish and promote: the main process's part."""
     stage("gate")
     gate = evaluate_gate(
         _stats(after),
@@ -159,8 +234,8 @@ def _train_and_ship(
         "response_length": after.response_length,
         "median_length": after.median_length,
         "no_eos_rate": after.no_eos_rate,
-        "train_prompts": len(train_prompts),
-        "heldout_prompts": len(heldout),
+        "train_prompts": prompt_counts[0],
+        "heldout_prompts": prompt_counts[1],
         **gate.metrics,
     }
     store.log_metrics(run_id, 0, {k: v for k, v in metrics.items() if _is_number(v)})
@@ -174,7 +249,7 @@ def _train_and_ship(
         workdir,
         config.data_dir,
         name,
-        parent=live.name,
+        parent=parent,
         metrics=version_metrics,
         status=status,
     )

@@ -19,6 +19,10 @@ One round, in the spirit of cleanrl's ppo.py:
    minibatch, clipped policy and value losses, grad-norm clip, Adam (eps 1e-5).
 Beta follows the adaptive KL controller of Ziegler et al. 2019. Dropout is off
 everywhere, so the first minibatch of a round sees a ratio of exactly 1.
+
+Under a multi-process launch (trainer.distributed) each process runs rounds on its own
+share of the prompts, the update averages gradients over the processes, and the
+round's statistics, beta's input among them, are means over all of them.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from transformers import GenerationConfig, PreTrainedTokenizerBase
 
+from trainer import distributed
 from trainer.losses import (
     PolicyLoss,
     ValueLoss,
@@ -461,13 +466,14 @@ class AdaptiveKLController:
 
 
 def ppo_update(
-    policy: Policy,
+    policy: nn.Module,
     optimizer: torch.optim.Optimizer,
     exp: Experience,
     config: PPOConfig,
     generator: torch.Generator,
 ) -> list[dict[str, float]]:
-    """`ppo_epochs` passes over shuffled minibatches; one stats dict per minibatch."""
+    """`ppo_epochs` passes over shuffled minibatches; one stats dict per minibatch.
+    `policy` is the Policy, or its data-parallel wrapper under a multi-process launch."""
     params = [p for p in policy.parameters() if p.requires_grad]
     B = exp.response_mask.shape[0]
     stats = []
@@ -485,7 +491,7 @@ def ppo_update(
 
 
 def minibatch_loss(
-    policy: Policy, exp: Experience, mb_inds: Tensor, config: PPOConfig
+    policy: nn.Module, exp: Experience, mb_inds: Tensor, config: PPOConfig
 ) -> tuple[Tensor, dict[str, float]]:
     """Clipped policy loss + vf_coef * clipped value loss on one minibatch, with its stats."""
     R = exp.response_mask.shape[1]
@@ -577,8 +583,11 @@ def ppo_round(
     generator: torch.Generator,
     config: PPOConfig,
     round_index: int,
+    trainable: nn.Module | None = None,
 ) -> RoundStats:
-    """Rollout, scoring, update; then beta moves towards the KL target."""
+    """Rollout, scoring, update; then beta moves towards the KL target. Under a
+    multi-process launch `batch` is this process's share, `trainable` the data-parallel
+    wrapper the update runs through, and the statistics are means over all processes."""
     t0 = _clock(config)
     rollout = generate_rollout(
         policy, tokenizer, [p for p, _ in batch], [i for _, i in batch], config
@@ -590,23 +599,27 @@ def ppo_round(
     beta = kl_ctl.value
     exp = score_rollout(rollout, scores, logprobs, ref_logprobs, values, beta, config)
     t2 = _clock(config)
-    minibatches = ppo_update(policy, optimizer, exp, config, generator)
+    minibatches = ppo_update(trainable or policy, optimizer, exp, config, generator)
     t3 = _clock(config)
     mask = exp.response_mask
-    kl = (kl_k1(logprobs, ref_logprobs) * mask).sum(1).mean().item()
-    kl_ctl.update(kl, n_steps=len(batch))
+    means = distributed.mean_across(  # every process must move beta by the same KL
+        {
+            "reward": scores.mean().item(),
+            "raw_reward": raw_scores.mean().item(),
+            "kl": (kl_k1(logprobs, ref_logprobs) * mask).sum(1).mean().item(),
+            "kl_k3": (kl_k3(logprobs, ref_logprobs) * mask).sum(1).mean().item(),
+            "entropy": masked_mean(entropy, mask).item(),
+            **{k: _mean(minibatches, k) for k in _UPDATE_KEYS},
+            "response_length": rollout.lengths.float().mean().item(),
+            "no_eos_rate": 1.0 - rollout.has_eos.float().mean().item(),
+        }
+    )
+    kl_ctl.update(means["kl"], n_steps=len(batch) * distributed.world_size())
     return RoundStats(
         round=round_index,
-        reward=scores.mean().item(),
-        raw_reward=raw_scores.mean().item(),
-        non_score_reward=-beta * kl,
-        kl=kl,
-        kl_k3=(kl_k3(logprobs, ref_logprobs) * mask).sum(1).mean().item(),
+        non_score_reward=-beta * means["kl"],
         beta=beta,
-        entropy=masked_mean(entropy, mask).item(),
-        **{k: _mean(minibatches, k) for k in _UPDATE_KEYS},
-        response_length=rollout.lengths.float().mean().item(),
-        no_eos_rate=1.0 - rollout.has_eos.float().mean().item(),
+        **means,
         generation_s=t1 - t0,
         scoring_s=t2 - t1,
         training_s=t3 - t2,
@@ -686,7 +699,7 @@ def run_ppo(
         except BaseException as exc:
             store.finish_run(run_id, "failed", error=f"{type(exc).__name__}: {exc}")
             raise
-        n_examples = config.rounds * config.rollout_batch_size
+        n_examples = config.rounds * config.rollout_batch_size * distributed.world_size()
         store.finish_run(run_id, "succeeded", n_examples=n_examples, metrics=result.final.metrics())
         return result
     result = _train(policy, tokenizer, prompts, reward_fn, config, store, run_id, progress)
@@ -709,24 +722,42 @@ def _train(
     encoded = encode_prompts(tokenizer, prompts, config)
     if not encoded:
         raise PPOError(f"no usable prompts ({len(prompts)} given, none fits ppo.max_prompt_tokens)")
-    torch.manual_seed(config.seed)
-    order = _prompt_stream(len(encoded), config.seed)
-    generator = torch.Generator().manual_seed(config.seed)
+    processes, index = distributed.world_size(), distributed.rank()
+    if len(encoded) < processes:
+        raise PPOError(f"{len(encoded)} usable prompts for {processes} processes; need one each")
+    encoded = distributed.shard(encoded, index, processes)
+    if processes > 1:
+        log.info("process %d of %d: %d prompts in its share", index, processes, len(encoded))
+    seed = config.seed + index  # own samples per process; rank 0 draws what one process would
+    torch.manual_seed(seed)
+    order = _prompt_stream(len(encoded), seed)
+    generator = torch.Generator().manual_seed(seed)
     params = [p for p in policy.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=config.learning_rate, eps=ADAM_EPS)
+    trainable = distributed.data_parallel(policy)
     beta = policy.kl_coef if policy.kl_coef is not None else config.init_kl_coef
     kl_ctl = AdaptiveKLController(beta, config.target_kl, config.horizon)
     rounds = []
     for round_index in range(1, config.rounds + 1):
         batch = [encoded[next(order)] for _ in range(config.rollout_batch_size)]
         stats = ppo_round(
-            policy, tokenizer, batch, reward_fn, kl_ctl, optimizer, generator, config, round_index
+            policy,
+            tokenizer,
+            batch,
+            reward_fn,
+            kl_ctl,
+            optimizer,
+            generator,
+            config,
+            round_index,
+            trainable,
         )
         rounds.append(stats)
         if store is not None and run_id is not None:
             store.log_metrics(run_id, round_index, stats.metrics())
         if progress is not None:
             progress(stats)
+    distributed.check_in_sync(policy, kl_ctl.value)
     policy.kl_coef = kl_ctl.value
     return PPOResult(rounds=rounds, kl_coef=kl_ctl.value)
 

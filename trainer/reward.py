@@ -44,6 +44,7 @@ import torch
 from peft import LoraConfig, PeftModel, TaskType
 from transformers import AutoModelForSequenceClassification, PrinterCallback, TrainerCallback
 
+from trainer import distributed
 from trainer.data import DataReport, FeedbackDataset, PreferencePair, build_dataset
 from trainer.errors import RewardModelError, TrainingSkipped
 from trainer.models import chat_prompt_ids, load_causal_lm, load_tokenizer, resolve_base_model
@@ -246,7 +247,7 @@ def resolve_backbone(config: RewardConfig, base_model: str, data_dir: Path) -> s
 
 
 def train_reward_model(
-    store: Store,
+    store: Store | None,
     config: RewardConfig,
     *,
     data_dir: Path,
@@ -259,35 +260,51 @@ def train_reward_model(
     backbone and the reference policy sampled for normalization. Too little data
     raises `TrainingSkipped` after recording the run as skipped; any other error is
     recorded as a failed run and raised.
+
+    Under a multi-process launch (trainer.distributed) only the main process has the
+    store (the others pass None): it builds the pairs and hands them over, every
+    process trains on its share, and the main one alone saves and records the model,
+    which the others then load.
     """
-    run = store.start_run("reward")
+    run_id = distributed.on_main(_start_run, store)
     try:
-        data = build_dataset(
-            store,
-            heldout_fraction=config.heldout_fraction,
-            user_share_cap=config.user_share_cap,
-            seed=config.seed,
-        )
-        _skip_if_too_little(store, run.id, data.report, config)
+        data = distributed.on_main(_dataset, store, run_id, config)
         outcome = _train_and_publish(
-            store, run.id, data, config, Path(data_dir), base_model, progress
+            store, run_id, data, config, Path(data_dir), base_model, progress
         )
     except TrainingSkipped:
         raise
     except Exception as exc:
-        store.finish_run(run.id, "failed", error=f"{type(exc).__name__}: {exc}")
+        if store is not None:
+            store.finish_run(run_id, "failed", error=f"{type(exc).__name__}: {exc}")
         raise
-    store.finish_run(
-        run.id,
-        "succeeded",
-        n_examples=len(data.train_pairs),
-        metrics={**outcome.metrics, "version": outcome.version, "data": asdict(data.report)},
-    )
+    if store is not None:
+        store.finish_run(
+            run_id,
+            "succeeded",
+            n_examples=len(data.train_pairs),
+            metrics={**outcome.metrics, "version": outcome.version, "data": asdict(data.report)},
+        )
     return outcome
 
 
+def _start_run(store: Store) -> int:
+    return store.start_run("reward").id
+
+
+def _dataset(store: Store, run_id: int, config: RewardConfig) -> FeedbackDataset:
+    data = build_dataset(
+        store,
+        heldout_fraction=config.heldout_fraction,
+        user_share_cap=config.user_share_cap,
+        seed=config.seed,
+    )
+    _skip_if_too_little(store, run_id, data.report, config)
+    return data
+
+
 def _train_and_publish(
-    store: Store,
+    store: Store | None,
     run_id: int,
     data: FeedbackDataset,
     config: RewardConfig,
@@ -295,8 +312,7 @@ def _train_and_publish(
     base_model: str,
     progress: Progress | None,
 ) -> RewardOutcome:
-    name = f"reward-{run_id}"
-    backbone = resolve_backbone(config, base_model, data_dir)
+    backbone = distributed.on_main(resolve_backbone, config, base_model, data_dir)
     tokenizer = load_tokenizer(backbone)
     started = time.perf_counter()
     callback = _TrainingLog(store, run_id, progress)
@@ -306,6 +322,41 @@ def _train_and_publish(
     reward_model = RewardModel(
         model, tokenizer, max_length=config.max_length, batch_size=config.score_batch_size
     )
+    name, path, metrics = distributed.on_main(
+        _publish,
+        store,
+        run_id,
+        reward_model,
+        data,
+        config,
+        data_dir,
+        backbone,
+        base_model,
+        train_stats,
+        seconds,
+    )
+    if store is None:  # the other processes score with exactly the model that was saved
+        reward_model = load_reward_model(
+            path, device=config.device, batch_size=config.score_batch_size
+        )
+    return RewardOutcome(name, path, run_id, metrics, data.report, reward_model)
+
+
+def _publish(
+    store: Store,
+    run_id: int,
+    reward_model: RewardModel,
+    data: FeedbackDataset,
+    config: RewardConfig,
+    data_dir: Path,
+    backbone: str,
+    base_model: str,
+    train_stats: dict[str, float],
+    seconds: float,
+) -> tuple[str, Path, dict[str, Any]]:
+    """Normalize, evaluate, save, register and promote: the main process's part.
+    -> (version name, artifact path, metrics)"""
+    name = f"reward-{run_id}"
     normalization = _normalization(reward_model, data, config, base_model)
     reward_model.mean, reward_model.std = normalization["mean"], normalization["std"]
     heldout = evaluate_pairs(reward_model, data.heldout_pairs)
@@ -325,7 +376,7 @@ def _train_and_publish(
     store.promote(name)
     reward_model.name = name
     log.info("%s is live: %s", name, json.dumps(metrics))
-    return RewardOutcome(name, path, run_id, metrics, data.report, reward_model)
+    return name, path, metrics
 
 
 def _skip_if_too_little(
@@ -358,8 +409,8 @@ class _TrainingLog(TrainerCallback):
 
     KEYS = ("loss", "accuracy", "margin", "learning_rate", "grad_norm")
 
-    def __init__(self, store: Store, run_id: int, progress: Progress | None) -> None:
-        self.store, self.run_id, self.progress = store, run_id, progress
+    def __init__(self, store: Store | None, run_id: int, progress: Progress | None) -> None:
+        self.store, self.run_id, self.progress = store, run_id, progress  # no store: a follower
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if self.progress is not None:
@@ -367,7 +418,7 @@ class _TrainingLog(TrainerCallback):
 
     def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> None:
         values = {k: v for k, v in (logs or {}).items() if k in self.KEYS and v is not None}
-        if values:
+        if values and self.store is not None:
             self.store.log_metrics(self.run_id, state.global_step, values)
 
 

@@ -9,6 +9,9 @@ keeps a cycle started from the shell and one started by the server from overlapp
 The child holds that lock too, so a cycle whose parent was killed still keeps others
 out until it ends; a cycle left `running` when its whole process tree died is recorded
 as failed by the next process that takes the lock.
+
+`run_launched` is the one cycle of `rlhf-chat train --once` under a multi-process
+launch (`accelerate launch`, `torchrun`): see trainer.distributed.
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ import multiprocessing
 import os
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
+from dataclasses import replace
 from multiprocessing import reduction
 from pathlib import Path
 from typing import Any
@@ -175,7 +179,7 @@ class TrainingScheduler:
             raise TrainingBusy("a training cycle is already running in this process")
         try:
             with training_lock(self.config.data_dir) as lock_fd:
-                self._fail_abandoned_runs()
+                self._fail_abandoned_runs(self.db_path)
                 if self.schedule.in_child_process:
                     self.last_result = self._run_in_child(force, lock_fd)
                 else:
@@ -184,11 +188,12 @@ class TrainingScheduler:
         finally:
             self._busy.release()
 
-    def _fail_abandoned_runs(self) -> None:
+    @staticmethod
+    def _fail_abandoned_runs(db_path: Path) -> None:
         """With the lock held no earlier cycle's process is alive (its child shares the
         lock), so a cycle still `running` died with its whole process tree, a killed
         server or worker: record it, and the runs recorded after it, as failed."""
-        store = Store(self.db_path)
+        store = Store(db_path)
         try:
             stale = [r.id for r in store.runs("cycle") if r.status == "running"]
             if stale:
@@ -230,3 +235,53 @@ class TrainingScheduler:
             return {"status": "failed", "error": error}
         finally:
             store.close()
+
+
+def run_launched(
+    db_path: Path, config: TrainingConfig, *, force: bool = False, cycle: str = DEFAULT_CYCLE
+) -> dict[str, Any]:
+    """One cycle, data-parallel over the processes a launcher started; call it in each.
+
+    The main process takes the training lock (TrainingBusy is raised in every process
+    when another cycle holds it) and alone opens the store. The cycle runs in the
+    launched processes themselves, not in children: the launcher already keeps them
+    apart from the server, and it stops them all when one dies.
+    """
+    from trainer import distributed
+
+    devices = (config.ppo.device, config.reward.device)
+    distributed.start(cuda=any(d.startswith("cuda") for d in devices))
+    config = replace(
+        config,
+        ppo=replace(config.ppo, device=distributed.local_device(config.ppo.device)),
+        reward=replace(config.reward, device=distributed.local_device(config.reward.device)),
+    )
+    try:
+        with ExitStack() as held:
+            busy = distributed.on_main(_take_lock, held, db_path, config.data_dir)
+            if busy:
+                raise TrainingBusy(busy)
+            store = Store(db_path) if distributed.is_main() else None
+            try:
+                result = import_function(cycle)(store, config, force=force)
+            except Exception as exc:
+                log.exception("training cycle failed in process %d", distributed.rank())
+                return {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
+            finally:
+                if store is not None:
+                    store.close()
+        return {"status": getattr(result, "status", "succeeded"), "summary": str(result)}
+    finally:
+        distributed.stop()
+
+
+def _take_lock(held: ExitStack, db_path: Path, data_dir: Path) -> str:
+    """Hold the training lock until `held` closes; why not, when another cycle has it.
+    A launch's main process holds it for the whole cycle, so once it is taken a cycle
+    still `running` is one whose launch died."""
+    try:
+        held.enter_context(training_lock(data_dir))
+    except TrainingBusy as exc:
+        return str(exc)
+    TrainingScheduler._fail_abandoned_runs(db_path)
+    return ""
