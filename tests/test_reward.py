@@ -16,6 +16,7 @@ from trainer.reward import (
     load_reward_model,
     pairwise_metrics,
     sample_reference_answers,
+    top_layers,
     train_reward_model,
 )
 from trainer.reward_config import RewardConfig
@@ -109,6 +110,7 @@ def test_reward_config_defaults_to_the_base_model():
         ("lora_targets", [], "reward.lora_targets is empty"),
         ("normalize_on", "vibes", "reward.normalize_on must be one of base_samples, dataset"),
         ("device", "tpu", "reward.device must be cpu, cuda[:N] or mps"),
+        ("lora_layers", -1, "reward.lora_layers must be 0 (all) or more"),
     ],
 )
 def test_reward_config_says_what_to_change(field, value, message):
@@ -212,6 +214,16 @@ def test_a_saved_reward_model_reloads_and_scores_the_same(trained):
     latest = latest_reward_model(store)
     assert latest.name == "reward-1"
     assert latest.score(prompts, answers) == pytest.approx(expected)
+
+
+def test_lora_on_the_top_layers_only(store, tmp_path, tiny_model_dir):
+    add_marker_battles(store, 40)
+    config = tiny_config(tiny_model_dir, lora_layers=1)
+    outcome = train_reward_model(store, config, data_dir=tmp_path, base_model=str(tiny_model_dir))
+    top = outcome.model.model.config.num_hidden_layers - 1
+    lora = [name for name, _ in outcome.model.model.named_parameters() if "lora_" in name]
+    assert lora and all(f"layers.{top}." in name for name in lora)
+    assert top_layers(outcome.model.model.config, 0) is None
 
 
 def test_no_reward_model_yet(store, tmp_path):

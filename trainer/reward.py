@@ -461,18 +461,20 @@ def _fit(
         report_to="none",
         disable_tqdm=True,
     )
+    backbone_model = _load_backbone(backbone, tokenizer, seed=config.seed)
     lora = LoraConfig(
         task_type=TaskType.SEQ_CLS,
         r=config.lora_r,
         lora_alpha=config.lora_alpha,
         lora_dropout=config.lora_dropout,
         target_modules=list(config.lora_targets),
+        layers_to_transform=top_layers(backbone_model.config, config.lora_layers),
         modules_to_save=["score"],  # the head is new: train all of it
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # the libraries' own deprecations
         trainer = RewardTrainer(
-            model=_load_backbone(backbone, tokenizer, seed=config.seed),
+            model=backbone_model,
             args=args,
             train_dataset=train,
             processing_class=tokenizer,
@@ -484,6 +486,16 @@ def _fit(
     model: Any = trainer.model
     model = model.to(torch.device(config.device)).eval()
     return model, {"train_loss": float(result.training_loss), "train_steps": result.global_step}
+
+
+def top_layers(model_config: Any, n: int) -> list[int] | None:
+    """The indices of the last `n` decoder layers (None: all of them). LoRA only there
+    means the backward pass stops at the first of them instead of running through the
+    whole network: on a 30-layer backbone, the top 8 take about half the time."""
+    total = model_config.num_hidden_layers
+    if n <= 0 or n >= total:
+        return None
+    return list(range(total - n, total))
 
 
 # -- normalization -------------------------------------------------------------------
