@@ -19,7 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.auth import Accounts
-from app.chat import UNSAVED, ChatService, InputError, check_id
+from app.chat import SIGN_IN_REQUIRED, UNSAVED, ChatService, InputError, check_id
 from app.identity import Identity, InvalidToken
 from app.serving import BackendError
 from storage import NotFound, StorageUnavailable, Store
@@ -27,9 +27,6 @@ from storage import NotFound, StorageUnavailable, Store
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 1_000_000
-SIGN_IN_REQUIRED = (
-    "this server needs a sign-in: sign in on the page, or POST /api/login {name, password}"
-)
 
 
 def error(status: int, message: str) -> JSONResponse:

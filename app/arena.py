@@ -208,6 +208,7 @@ class ArenaService:
     def start(self, user_id: int, messages: Any, *, max_new_tokens: Any = None) -> BattleTurn:
         """Check the request, store the user's message and start both answers."""
         cleaned = self.chat.clean_messages(messages)
+        self.chat.check_user(user_id)
         pairing = self.pairing(self.chat.sampling(None, max_new_tokens))
         sides = list(pairing.sides)
         self.rng.shuffle(sides)  # which version is A is part of the blind
@@ -267,6 +268,7 @@ class ArenaService:
     def vote(self, user_id: int, battle_id: Any, outcome: Any) -> Reveal:
         """Record the user's one vote on their battle; returns after it has committed."""
         check_id(battle_id, "battle_id")
+        self.chat.check_user(user_id)
         if outcome not in OUTCOMES:
             raise InputError(400, "outcome must be 'a', 'b', 'tie' or 'both_bad'")
         if not self.limiter.allow(user_id):

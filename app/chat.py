@@ -32,6 +32,11 @@ UNSAVED = (
 )
 
 
+SIGN_IN_REQUIRED = (
+    "this server needs a sign-in: sign in on the page, or POST /api/login {name, password}"
+)
+
+
 class InputError(Exception):
     """A request the app refuses; `status` is the HTTP code, the message is for the user."""
 
@@ -81,13 +86,33 @@ class Turn:
 
 
 class ChatService:
-    def __init__(self, store: Store, backend: ChatBackend, config: ServingConfig) -> None:
+    def __init__(
+        self,
+        store: Store,
+        backend: ChatBackend,
+        config: ServingConfig,
+        *,
+        anonymous_allowed: bool = True,
+    ) -> None:
         from app.arena import VoteLimiter  # the arena's sliding window, for chats too
 
         self.store = store
         self.backend = backend
         self.config = config
+        self.anonymous_allowed = anonymous_allowed  # False: `auth.require_sign_in`
         self.limiter = VoteLimiter(config.chats_per_window, config.chat_window_s)
+
+    def check_user(self, user_id: int) -> None:
+        """Refuse an anonymous user where sign-in is required. Checked here, where the
+        page and the API meet, so neither path can skip it."""
+        if self.anonymous_allowed:
+            return
+        try:
+            user = self.store.get_user(user_id)
+        except StoreNotFound as exc:
+            raise InputError(401, "the user token is not valid") from exc
+        if user.kind == "anon":
+            raise InputError(403, SIGN_IN_REQUIRED)
 
     def _count_answer(self, user_id: int) -> None:
         """One more answer for `user_id`, or HTTP 429 past `serving.chats_per_window`."""
@@ -160,6 +185,7 @@ class ChatService:
         """Check the request, store the user's message and start the answer."""
         cleaned = self.clean_messages(messages)
         params = params or self.sampling()
+        self.check_user(user_id)
         self._count_answer(user_id)
         try:
             if conversation_id is None:
@@ -217,6 +243,7 @@ class ChatService:
 
     def retry(self, user_id: int, message_id: int, params: SamplingParams | None = None) -> Turn:
         """A new sample for the same prompt; the old answer is marked retried."""
+        self.check_user(user_id)
         old = self._owned_answer(message_id, user_id)
         self._count_answer(user_id)
         history = self.store.conversation_messages(old.conversation_id)
@@ -252,6 +279,7 @@ class ChatService:
             raise InputError(
                 413, f"the text is too long (at most {self.config.max_message_chars} characters)"
             )
+        self.check_user(user_id)
         self._owned_answer(message_id, user_id)
         try:
             if kind == "thumb":

@@ -99,10 +99,12 @@ def create_app(config: Config, *, backend: ChatBackend | None = None) -> App:
     if config.schedule.enabled:
         scheduler.start()
     api = FastAPI(title="rlhf-chat", docs_url="/api/docs", openapi_url="/api/openapi.json")
-    service = ChatService(store, backend, config.serving)
     # FastAPI routes must exist before Gradio is mounted at "/"
     identity = Identity(config.auth.session_secret)
     accounts = Accounts(config.auth, store)
+    service = ChatService(
+        store, backend, config.serving, anonymous_allowed=accounts.anonymous_allowed
+    )
     install_api(api, service, identity, accounts)
     arena = ArenaService(service, config.arena)
     install_arena_api(api, arena, identity, accounts)

@@ -45,9 +45,11 @@ def build_demo(
     """The page. With `sync` and `scheduler` (the running server's) it has a Dashboard;
     `chat` and `arena` share the HTTP API's services (one vote limiter for both)."""
     secret = ensure_session_secret(config.auth.session_secret, config.storage.data_dir)
-    service = chat or ChatService(store, backend, config.serving)
-    arena = arena or ArenaService(service, config.arena)
     accounts = accounts or Accounts(config.auth, store)
+    service = chat or ChatService(
+        store, backend, config.serving, anonymous_allowed=accounts.anonymous_allowed
+    )
+    arena = arena or ArenaService(service, config.arena)
     identity = Identity(secret)
     with gr.Blocks(title="rlhf-chat") as demo:
         user_token = gr.BrowserState(None, storage_key=USER_STORAGE_KEY, secret=secret)

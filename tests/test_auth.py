@@ -250,3 +250,30 @@ def test_dashboard_admin_buttons_accept_an_admin_users_session(store, monkeypatc
     assert 3 == len(warnings)
     assert "neither the admin token nor the token of an admin user" in warnings[0]
     assert "Authorization" in warnings[1]  # nothing to check at all
+
+
+def test_services_refuse_anonymous_users_where_sign_in_is_required(store):
+    """The page's handlers and the API both go through these services: an anonymous
+    token sent to Gradio's own routes is refused as well."""
+    from app.arena import ArenaService
+    from app.chat import ChatService, InputError
+    from app.config import ArenaConfig, ServingConfig
+
+    chat = ChatService(store, ScriptedBackend(), ServingConfig(), anonymous_allowed=False)
+    arena = ArenaService(chat, ArenaConfig())
+    carol = store.named_user("oauth", "carol").id
+    anon = store.create_user("anon").id
+    ask = HELLO["messages"]
+    _, answer = chat.answer(carol, ask)
+    _, battle = arena.battle(carol, ask)
+    for attempt in (
+        lambda: chat.start(anon, ask),
+        lambda: chat.retry(anon, answer.id),
+        lambda: chat.feedback(anon, answer.id, "thumb", 1),
+        lambda: arena.start(anon, ask),
+        lambda: arena.vote(anon, battle.id, "a"),
+    ):
+        with pytest.raises(InputError, match="needs a sign-in") as refused:
+            attempt()
+        assert 403 == refused.value.status
+    assert "a" == arena.vote(carol, battle.id, "a").outcome
