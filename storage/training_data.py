@@ -125,15 +125,18 @@ class TrainingData:
         """Every user who has judged anything, most judgments first: who the training
         data would come from, before any per-user cap."""
         kinds = tuple(kinds) or ("",)
+        # one pass over each table (grouped), not a subquery per user
         rows = self.db.query(
             "SELECT u.id AS user_id, u.kind, u.name, u.is_flagged,"
-            " (SELECT COUNT(*) FROM battles b WHERE b.user_id = u.id"
-            "  AND b.outcome IS NOT NULL) AS battle_votes,"
-            " (SELECT COUNT(*) FROM feedback f WHERE f.user_id = u.id"
-            f"  AND f.kind IN ({', '.join('?' * len(kinds))})) AS feedback"
+            " COALESCE(b.n, 0) AS battle_votes, COALESCE(f.n, 0) AS feedback"
             " FROM users u"
-            " WHERE battle_votes + feedback > 0"
-            " ORDER BY battle_votes + feedback DESC, u.id",
+            " LEFT JOIN (SELECT user_id, COUNT(*) AS n FROM battles"
+            "  WHERE outcome IS NOT NULL GROUP BY user_id) b ON b.user_id = u.id"
+            " LEFT JOIN (SELECT user_id, COUNT(*) AS n FROM feedback"
+            f"  WHERE kind IN ({', '.join('?' * len(kinds))}) GROUP BY user_id) f"
+            "  ON f.user_id = u.id"
+            " WHERE COALESCE(b.n, 0) + COALESCE(f.n, 0) > 0"
+            " ORDER BY COALESCE(b.n, 0) + COALESCE(f.n, 0) DESC, u.id",
             kinds,
         )
         return [UserJudgments.from_row(r) for r in rows]
