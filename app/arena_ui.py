@@ -143,7 +143,8 @@ def cast_vote(arena: ArenaService, identity: Identity, outcome: str):
             reveal = arena.vote(_current_user(identity, token, arena.store), battle_id, outcome)
         except InputError as exc:
             gr.Warning(exc.message)
-            return gr.skip(), *_buttons(exc.status == 429)  # only a rate limit may be retried
+            # a rate limit or a full disk passes: keep the buttons for a retry
+            return gr.skip(), *_buttons(exc.status in (429, 503))
         return reveal_text(reveal), *_buttons(False)
 
     return cast_vote
