@@ -7,7 +7,7 @@ import time
 import pytest
 
 from tests.server_process import running_server
-from tests.test_browser import CHROMIUM, open_page
+from tests.test_browser import browser, open_page  # noqa: F401, F811 (browser: a shared fixture)
 
 pytestmark = pytest.mark.browser
 
@@ -48,26 +48,13 @@ INERT = """(root) => {
 
 
 @pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
-        yield b
-        b.close()
-
-
-@pytest.fixture(scope="module")
 def server(tmp_path_factory):
     with running_server(tmp_path_factory.mktemp("hostile-browser")) as srv:
         yield srv
 
 
 @pytest.fixture
-def page(browser, server):
+def page(browser, server):  # noqa: F811 (the imported fixture)
     page = open_page(browser, server)
     page.dialogs = []  # an alert() that ran would land here
     page.on("dialog", lambda dialog: (page.dialogs.append(dialog.message), dialog.dismiss()))

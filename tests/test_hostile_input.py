@@ -24,6 +24,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from app.chat import _is_unicode  # the server's own rule for what is text
 from tests.server_process import running_server
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
@@ -404,14 +405,6 @@ def test_hand_picked_texts_are_stored_literally_or_refused(probe, text):
         if response.is_success:
             _assert_feedback_stored(probe, json.loads(json.dumps(text)), kind, response.json())
             probe.accepted("POST /api/feedback", stored=True)
-
-
-def _is_unicode(text: str) -> bool:
-    try:
-        text.encode()
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 # -- feedback ----------------------------------------------------------------------------
