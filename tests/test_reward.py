@@ -111,6 +111,10 @@ def test_reward_config_defaults_to_the_base_model():
         ("normalize_on", "vibes", "reward.normalize_on must be one of base_samples, dataset"),
         ("device", "tpu", "reward.device must be cpu, cuda[:N] or mps"),
         ("lora_layers", -1, "reward.lora_layers must be 0 (all) or more"),
+        ("method", "deep", "reward.method must be one of lora, linear"),
+        ("feature_layer", 0, "reward.feature_layer must be at least 1"),
+        ("l2", 0.0, "reward.l2 must be above 0"),
+        ("l2", float("nan"), "reward.l2 must be above 0"),
     ],
 )
 def test_reward_config_says_what_to_change(field, value, message):
@@ -224,6 +228,94 @@ def test_lora_on_the_top_layers_only(store, tmp_path, tiny_model_dir):
     lora = [name for name, _ in outcome.model.model.named_parameters() if "lora_" in name]
     assert lora and all(f"layers.{top}." in name for name in lora)
     assert top_layers(outcome.model.model.config, 0) is None
+
+
+# -- the linear method ------------------------------------------------------------------
+
+
+def test_answer_start_marks_exactly_the_answer(tiny_model_dir):
+    from trainer.models import load_tokenizer
+    from trainer.reward import render_with_answer_start
+
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    prompt = [{"role": "user", "content": "Tell me about the long winding river"}]
+    ids, start = render_with_answer_start(tokenizer, prompt, "the sea banana", 512)
+    assert tokenizer.decode(ids[start:]).startswith("the sea banana")
+    assert not tokenizer.decode(ids[:start]).endswith("banana")
+    # a cut from the left shortens the prompt, never the answer
+    cut, cut_start = render_with_answer_start(tokenizer, prompt, "the sea banana", 12)
+    assert cut == ids[-12:] and cut[cut_start:] == ids[start:]
+
+
+def test_fit_head_by_hand():
+    """Voters prefer whatever has more of feature 0; feature 1 is noise."""
+    import torch
+
+    from trainer.reward_linear import fit_head, standardized
+
+    gen = torch.Generator().manual_seed(0)
+    chosen = torch.randn(40, 2, generator=gen, dtype=torch.float64) + torch.tensor([1.0, 0.0])
+    rejected = torch.randn(40, 2, generator=gen, dtype=torch.float64) - torch.tensor([1.0, 0.0])
+    head, stats = fit_head(chosen, rejected, l2=0.01)
+    weight = head["weight"]
+    assert weight[0] > 0 and abs(weight[1]) < weight[0] / 3
+    both = torch.cat([chosen, rejected])
+    assert head["feature_mean"] == pytest.approx(both.mean(0).tolist())
+    margins = (standardized(chosen, head) - standardized(rejected, head)).mv(weight)
+    assert stats["train_accuracy"] == float((margins > 0).double().mean()) >= 0.85
+    # a stronger penalty shrinks the weights
+    strong, _ = fit_head(chosen, rejected, l2=10.0)
+    assert strong["weight"].norm() < weight.norm()
+
+
+@pytest.fixture(scope="module")
+def trained_linear(tmp_path_factory, tiny_model_dir):
+    from storage import Store
+
+    data_dir = tmp_path_factory.mktemp("linear-reward-data")
+    store = Store(data_dir / "chat.db")
+    add_marker_battles(store, 60)
+    config = tiny_config(tiny_model_dir, method="linear", feature_layer=2, l2=0.01)
+    outcome = train_reward_model(
+        store, config, data_dir=data_dir, base_model=str(tiny_model_dir)
+    )
+    yield store, outcome
+    store.close()
+
+
+def test_linear_reward_model_learns_what_voters_prefer(trained_linear):
+    store, outcome = trained_linear
+    assert outcome.metrics["heldout_n"] == 16
+    assert outcome.metrics["heldout_accuracy"] >= 0.9
+    assert outcome.metrics["train_pairs"] == 44 and outcome.metrics["answers"] == 88
+    scores = outcome.model.score(["Tell me about fire"] * 2, [f"fire {MARKER}", "fire and stone"])
+    assert scores[0] > scores[1]
+    run = store.get_run(outcome.run_id)
+    assert (run.status, run.n_examples) == ("succeeded", 44)
+
+
+def test_linear_reward_model_saves_reloads_and_scores_the_same(trained_linear):
+    store, outcome = trained_linear
+    names = {p.name for p in outcome.path.iterdir()}
+    assert "linear_head.safetensors" in names and "adapter_model.safetensors" not in names
+    meta = json.loads((outcome.path / "reward.json").read_text())
+    assert (meta["method"], meta["config"]["feature_layer"]) == ("linear", 2)
+    assert store.live_version("reward").sha256  # the head's digest is recorded
+    prompts = ["Tell me about fire", [{"role": "user", "content": "and the sky?"}]] * 3
+    answers = [f"fire {MARKER}", "the sky is a long road", "stone"] * 2
+    expected = outcome.model.score(prompts, answers)
+    assert latest_reward_model(store).score(prompts, answers) == pytest.approx(expected)
+    one_by_one = [outcome.model.score([p], [a])[0] for p, a in zip(prompts, answers, strict=True)]
+    assert one_by_one == pytest.approx(expected, abs=1e-6)  # padding does not leak in
+
+
+def test_linear_feature_layer_beyond_the_backbone(store, tmp_path, tiny_model_dir):
+    add_marker_battles(store, 20)
+    config = tiny_config(tiny_model_dir, method="linear", feature_layer=99)
+    with pytest.raises(RewardModelError, match="feature_layer is 99 but the backbone has 2"):
+        train_reward_model(store, config, data_dir=tmp_path, base_model=str(tiny_model_dir))
+    assert store.versions("reward") == []
+    assert store.runs()[0].status == "failed"
 
 
 def test_no_reward_model_yet(store, tmp_path):

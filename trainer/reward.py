@@ -35,7 +35,7 @@ import shutil
 import time
 import uuid
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -77,9 +77,22 @@ def render(
 ) -> list[int]:
     """Token ids of prompt + answer, ending where the score is read; the prompt's start
     is cut when too long."""
-    messages = as_messages(prompt) + [{"role": "assistant", "content": completion}]
-    ids = chat_prompt_ids(tokenizer, messages, add_generation_prompt=False)
-    return ids[-max_length:]
+    return render_with_answer_start(tokenizer, prompt, completion, max_length)[0]
+
+
+def render_with_answer_start(
+    tokenizer: PreTrainedTokenizerBase, prompt: Prompt, completion: str, max_length: int
+) -> tuple[list[int], int]:
+    """`render`'s ids and the index of the answer's first token in them."""
+    messages = as_messages(prompt)
+    prompt_length = len(chat_prompt_ids(tokenizer, messages, add_generation_prompt=True))
+    ids = chat_prompt_ids(
+        tokenizer,
+        messages + [{"role": "assistant", "content": completion}],
+        add_generation_prompt=False,
+    )
+    cut = max(0, len(ids) - max_length)
+    return ids[cut:], min(max(0, prompt_length - cut), len(ids) - cut - 1)
 
 
 class RewardModel:
@@ -114,31 +127,45 @@ class RewardModel:
 
     @torch.no_grad()
     def raw_scores(self, prompts: Sequence[Prompt], completions: Sequence[str]) -> list[float]:
-        """The score head's outputs, batched by length (right padding; the model reads
-        the last non-pad token, and every rendering ends in a newline after `<|im_end|>`)."""
+        """The score head's outputs (the model reads the last non-pad token, and every
+        rendering ends in a newline after `<|im_end|>`)."""
+        scores = [0.0] * len(prompts)
+        for batch, input_ids, attention_mask, _ in self._batches(prompts, completions):
+            logits = self.model(input_ids=input_ids, attention_mask=attention_mask).logits
+            for row, i in enumerate(batch):  # logits: (B, 1)
+                scores[i] = float(logits[row, 0])
+        return scores
+
+    def _batches(
+        self, prompts: Sequence[Prompt], completions: Sequence[str]
+    ) -> Iterator[tuple[list[int], torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """(indices, input_ids, attention_mask, answer_mask) batches grouped by length,
+        right-padded, on the model's device; answer_mask marks the answer's tokens."""
         if len(prompts) != len(completions):
             raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
-        ids = [
-            render(self.tokenizer, p, c, self.max_length)
+        rendered = [
+            render_with_answer_start(self.tokenizer, p, c, self.max_length)
             for p, c in zip(prompts, completions, strict=True)
         ]
-        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-        scores = [0.0] * len(ids)
+        order = sorted(range(len(rendered)), key=lambda i: len(rendered[i][0]))
         pad_id = self.tokenizer.pad_token_id
         for start in range(0, len(order), self.batch_size):
             batch = order[start : start + self.batch_size]
-            width = max(len(ids[i]) for i in batch)
+            width = max(len(rendered[i][0]) for i in batch)
             input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)  # (B, T)
             attention_mask = torch.zeros((len(batch), width), dtype=torch.long)  # (B, T)
+            answer_mask = torch.zeros((len(batch), width), dtype=torch.bool)  # (B, T)
             for row, i in enumerate(batch):
-                input_ids[row, : len(ids[i])] = torch.tensor(ids[i])
-                attention_mask[row, : len(ids[i])] = 1
-            logits = self.model(
-                input_ids=input_ids.to(self.device), attention_mask=attention_mask.to(self.device)
-            ).logits  # (B, 1)
-            for row, i in enumerate(batch):
-                scores[i] = float(logits[row, 0])
-        return scores
+                ids, answer_start = rendered[i]
+                input_ids[row, : len(ids)] = torch.tensor(ids)
+                attention_mask[row, : len(ids)] = 1
+                answer_mask[row, answer_start : len(ids)] = True
+            device = self.device
+            yield batch, input_ids.to(device), attention_mask.to(device), answer_mask.to(device)
+
+    def save_weights(self, directory: Path) -> None:
+        """The trained weights (the adapter with the score head) into `directory`."""
+        self.model.save_pretrained(str(directory))
 
 
 def load_reward_model(
@@ -151,6 +178,12 @@ def load_reward_model(
     except (OSError, ValueError) as exc:
         raise RewardModelError(f"{path} is not a reward model artifact: {exc}") from exc
     tokenizer = load_tokenizer(str(path))
+    if meta.get("method", "lora") == "linear":
+        from trainer.reward_linear import load_linear_reward_model
+
+        return load_linear_reward_model(
+            path, meta, tokenizer, device=device, backbone=backbone, batch_size=batch_size
+        )
     base = _load_backbone(backbone or meta["backbone"], tokenizer, seed=0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # the libraries' own deprecations
@@ -317,11 +350,19 @@ def _train_and_publish(
     started = time.perf_counter()
     callback = _TrainingLog(store, run_id, progress)
     workdir = data_dir / "runs" / str(run_id)
-    model, train_stats = _fit(backbone, tokenizer, data.train_pairs, config, workdir, callback)
+    reward_model: RewardModel
+    if config.method == "linear":
+        from trainer.reward_linear import fit_linear_reward_model
+
+        reward_model, train_stats = fit_linear_reward_model(
+            backbone, tokenizer, data.train_pairs, config, progress
+        )
+    else:
+        model, train_stats = _fit(backbone, tokenizer, data.train_pairs, config, workdir, callback)
+        reward_model = RewardModel(
+            model, tokenizer, max_length=config.max_length, batch_size=config.score_batch_size
+        )
     seconds = time.perf_counter() - started
-    reward_model = RewardModel(
-        model, tokenizer, max_length=config.max_length, batch_size=config.score_batch_size
-    )
     name, path, metrics = distributed.on_main(
         _publish,
         store,
@@ -600,11 +641,12 @@ def _save(
         raise RewardModelError(f"{final} already exists; refusing to overwrite a reward model")
     tmp = final.with_name(f".{name}.tmp-{uuid.uuid4().hex[:8]}")
     try:
-        model.model.save_pretrained(str(tmp))
+        model.save_weights(tmp)
         model.tokenizer.save_pretrained(str(tmp))
         backbone_path = Path(backbone)
         meta = {
             "name": name,
+            "method": config.method,
             "backbone": str(backbone_path.resolve()) if backbone_path.exists() else backbone,
             "max_length": config.max_length,
             "normalization": normalization,
@@ -625,6 +667,6 @@ def _save(
 
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
-    for file in sorted(path.glob("adapter_model.*")):
+    for file in sorted([*path.glob("adapter_model.*"), *path.glob("linear_head.*")]):
         digest.update(file.read_bytes())
     return digest.hexdigest()

@@ -1,4 +1,5 @@
-"""Configuration of the reward model: data building, LoRA training and score normalization.
+"""Configuration of the reward model: data building, training (a LoRA or a linear head)
+and score normalization.
 
 Kept apart from `trainer/reward.py` (as TRL keeps `reward_config.py` beside
 `reward_trainer.py`) and free of heavy imports, so the app's config loader can read it
@@ -11,6 +12,7 @@ from dataclasses import dataclass, field
 
 BASE_BACKBONE = "base"
 NORMALIZE_SOURCES = ("base_samples", "dataset")
+METHODS = ("lora", "linear")
 
 
 @dataclass
@@ -20,6 +22,20 @@ class RewardConfig:
     backbone: str = BASE_BACKBONE
     """`base` (the configured base model, `model.source`), a Hub id or a checkpoint
     directory. A sequence-classification head with one output is put on top of it."""
+
+    method: str = "lora"
+    """`lora`: fine-tune a LoRA and a score head with TRL's `RewardTrainer` (the `lora_*`,
+    `learning_rate`, `epochs` and `batch_size` settings). `linear`: keep the backbone
+    frozen and fit a Bradley–Terry linear head on the mean of one layer's hidden states
+    over the answer (`feature_layer`, `l2`); far fewer votes reach the same accuracy,
+    which is what a CPU install collects (trainer/reward_linear.py)."""
+
+    feature_layer: int = 10
+    """`linear` only: the decoder layer whose hidden states are averaged over the answer's
+    tokens (1 = the first; layers above it are never run)."""
+
+    l2: float = 0.1
+    """`linear` only: L2 penalty on the head's weights (features are standardized)."""
 
     lora_r: int = 16
     """LoRA rank."""
@@ -88,6 +104,14 @@ class RewardConfig:
     """Sequences per forward pass when scoring."""
 
     def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(
+                f"reward.method must be one of {', '.join(METHODS)}, not {self.method!r}"
+            )
+        if self.feature_layer < 1:
+            raise ValueError(f"reward.feature_layer must be at least 1, not {self.feature_layer}")
+        if not self.l2 > 0:
+            raise ValueError(f"reward.l2 must be above 0, not {self.l2}")
         if not self.backbone.strip():
             raise ValueError("reward.backbone is empty: use 'base', a Hub id or a directory")
         for name in ("lora_r", "lora_alpha", "epochs", "batch_size", "score_batch_size"):
