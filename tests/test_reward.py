@@ -276,9 +276,7 @@ def trained_linear(tmp_path_factory, tiny_model_dir):
     store = Store(data_dir / "chat.db")
     add_marker_battles(store, 60)
     config = tiny_config(tiny_model_dir, method="linear", feature_layer=2, l2=0.01)
-    outcome = train_reward_model(
-        store, config, data_dir=data_dir, base_model=str(tiny_model_dir)
-    )
+    outcome = train_reward_model(store, config, data_dir=data_dir, base_model=str(tiny_model_dir))
     yield store, outcome
     store.close()
 
