@@ -34,8 +34,9 @@ class RewardConfig:
     """`linear` only: the decoder layer whose hidden states are averaged over the answer's
     tokens (1 = the first; layers above it are never run)."""
 
-    l2: float = 0.1
-    """`linear` only: L2 penalty on the head's weights (features are standardized)."""
+    l2: float = 10.0
+    """`linear` only: L2 penalty on the head's weights (features are standardized). On the
+    loop benchmark's votes 10 agreed best with the oracle of 0.3–30."""
 
     lora_r: int = 16
     """LoRA rank."""
