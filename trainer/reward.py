@@ -1,15 +1,21 @@
-"""The reward model: Bradley–Terry on the voters' preference pairs, a LoRA on the base model.
+"""The reward model: Bradley–Terry on the voters' preference pairs.
 
     train_reward_model(store, config, data_dir=, base_model=) -> RewardOutcome
     RewardModel.score(prompts, completions) -> list[float]       all PPO needs from it
     load_reward_model(path) / latest_reward_model(store)
 
-Training is TRL's `RewardTrainer` (its loss: `-logsigmoid(r_chosen - r_rejected).mean()`)
-on `AutoModelForSequenceClassification(num_labels=1)` with a LoRA on the backbone and
-the score head trained in full. Sequences are rendered by `chat_prompt_ids`, the one
-chat rendering serving uses, and handed to TRL already tokenized, so training and
-scoring see the same ids; a sequence over `max_length` loses the start of its prompt,
-never its end, where the score is read.
+Two methods (`reward.method`):
+- `lora` (the default): TRL's `RewardTrainer` (its loss:
+  `-logsigmoid(r_chosen - r_rejected).mean()`) on
+  `AutoModelForSequenceClassification(num_labels=1)` with a LoRA on the backbone and the
+  score head trained in full; this module.
+- `linear`: the base model stays frozen and a linear head is fitted on the mean of one
+  layer's hidden states over the answer; trainer/reward_linear.py. Far better on the
+  few hundred votes of a CPU install.
+
+Sequences are rendered by `chat_prompt_ids`, the one chat rendering serving uses, and
+handed over already tokenized, so training and scoring see the same ids; a sequence
+over `max_length` loses the start of its prompt, never its end, where the score is read.
 
 Scores are normalized to mean 0 / std 1 over answers the base model (PPO's reference
 policy) samples for training prompts (`normalize_on = "base_samples"`), or over the
@@ -18,8 +24,9 @@ Held-out pairwise accuracy and calibration (Brier score and ECE of
 `sigmoid(r_chosen - r_rejected)`) are measured on raw scores, the scale the
 Bradley–Terry loss fits.
 
-An artifact is `<data_dir>/reward/<name>/`: the adapter with the score head, the
-tokenizer and `reward.json` (backbone, normalization, metrics), written to a temporary
+An artifact is `<data_dir>/reward/<name>/`: the weights (the adapter with the score
+head, or the linear head), the tokenizer and `reward.json` (method, backbone,
+normalization, metrics), written to a temporary
 sibling and renamed, then registered as a `reward` version and promoted.
 """
 
