@@ -84,22 +84,25 @@ def render(
 ) -> list[int]:
     """Token ids of prompt + answer, ending where the score is read; the prompt's start
     is cut when too long."""
-    return render_with_answer_start(tokenizer, prompt, completion, max_length)[0]
+    messages = as_messages(prompt) + [{"role": "assistant", "content": completion}]
+    return chat_prompt_ids(tokenizer, messages, add_generation_prompt=False)[-max_length:]
 
 
 def render_with_answer_start(
     tokenizer: PreTrainedTokenizerBase, prompt: Prompt, completion: str, max_length: int
 ) -> tuple[list[int], int]:
-    """`render`'s ids and the index of the answer's first token in them."""
+    """`render`'s ids and the index of the answer's first token in them (the prompt
+    rendered alone is a prefix of prompt + answer)."""
     messages = as_messages(prompt)
     prompt_length = len(chat_prompt_ids(tokenizer, messages, add_generation_prompt=True))
-    ids = chat_prompt_ids(
+    full = chat_prompt_ids(
         tokenizer,
         messages + [{"role": "assistant", "content": completion}],
         add_generation_prompt=False,
     )
-    cut = max(0, len(ids) - max_length)
-    return ids[cut:], min(max(0, prompt_length - cut), len(ids) - cut - 1)
+    cut = max(0, len(full) - max_length)
+    ids = full[cut:]
+    return ids, min(max(0, prompt_length - cut), len(ids) - 1)
 
 
 class RewardModel:
@@ -137,21 +140,24 @@ class RewardModel:
         """The score head's outputs (the model reads the last non-pad token, and every
         rendering ends in a newline after `<|im_end|>`)."""
         scores = [0.0] * len(prompts)
-        for batch, input_ids, attention_mask, _ in self._batches(prompts, completions):
+        for batch, input_ids, attention_mask, _ in self._batches(prompts, completions, False):
             logits = self.model(input_ids=input_ids, attention_mask=attention_mask).logits
             for row, i in enumerate(batch):  # logits: (B, 1)
                 scores[i] = float(logits[row, 0])
         return scores
 
     def _batches(
-        self, prompts: Sequence[Prompt], completions: Sequence[str]
+        self, prompts: Sequence[Prompt], completions: Sequence[str], find_answers: bool
     ) -> Iterator[tuple[list[int], torch.Tensor, torch.Tensor, torch.Tensor]]:
         """(indices, input_ids, attention_mask, answer_mask) batches grouped by length,
-        right-padded, on the model's device; answer_mask marks the answer's tokens."""
+        right-padded, on the model's device; answer_mask marks the answer's tokens (all
+        of the sequence unless `find_answers`, which renders each prompt once more)."""
         if len(prompts) != len(completions):
             raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
         rendered = [
             render_with_answer_start(self.tokenizer, p, c, self.max_length)
+            if find_answers
+            else (render(self.tokenizer, p, c, self.max_length), 0)
             for p, c in zip(prompts, completions, strict=True)
         ]
         order = sorted(range(len(rendered)), key=lambda i: len(rendered[i][0]))
@@ -579,10 +585,15 @@ def _normalization(
     }
 
 
+def prompt_key(prompt: Prompt) -> str:
+    """A string that is equal for equal prompts (a dict key for a list of messages)."""
+    return prompt if isinstance(prompt, str) else json.dumps(list(prompt), sort_keys=True)
+
+
 def _distinct_prompts(pairs: Sequence[PreferencePair], *, seed: int) -> list[list[dict[str, Any]]]:
     seen: dict[str, list[dict[str, Any]]] = {}
     for p in pairs:
-        seen.setdefault(json.dumps(p.prompt, sort_keys=True), p.prompt)
+        seen.setdefault(prompt_key(p.prompt), p.prompt)
     prompts = list(seen.values())
     random.Random(seed).shuffle(prompts)
     return prompts

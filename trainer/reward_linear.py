@@ -24,7 +24,6 @@ tokenizer and `reward.json`, whose `method` is `linear`.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -35,7 +34,7 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoModel
 
 from trainer.errors import RewardModelError
-from trainer.reward import Prompt, RewardModel
+from trainer.reward import Prompt, RewardModel, prompt_key
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -71,7 +70,7 @@ class LinearRewardModel(RewardModel):
         out = torch.zeros((len(prompts), self.model.config.hidden_size), dtype=torch.float64)
         batches = -(-len(prompts) // self.batch_size)
         for step, (batch, input_ids, attention_mask, answer_mask) in enumerate(
-            self._batches(prompts, completions), 1
+            self._batches(prompts, completions, True), 1
         ):
             hidden = self.model(input_ids=input_ids, attention_mask=attention_mask)
             hidden = hidden.last_hidden_state  # (B, T, H)
@@ -160,17 +159,26 @@ def fit_linear_reward_model(
         batch_size=config.score_batch_size,
     )
     # each answer once, even when it sits in several pairs
-    keys = list(dict.fromkeys((_key(p.prompt), a) for p in pairs for a in (p.chosen, p.rejected)))
-    index = {k: i for i, k in enumerate(keys)}
-    prompts = {_key(p.prompt): p.prompt for p in pairs}
+    rows: dict[tuple[str, str], int] = {}
+    prompts: list[Prompt] = []
+    answers: list[str] = []
+
+    def row(prompt: Prompt, answer: str) -> int:
+        key = (prompt_key(prompt), answer)
+        if key not in rows:
+            rows[key] = len(answers)
+            prompts.append(prompt)
+            answers.append(answer)
+        return rows[key]
+
+    chosen_rows = [row(p.prompt, p.chosen) for p in pairs]
+    rejected_rows = [row(p.prompt, p.rejected) for p in pairs]
     started = time.perf_counter()
-    feats = model.features([prompts[k] for k, _ in keys], [a for _, a in keys], progress)
+    feats = model.features(prompts, answers, progress)
     feature_seconds = time.perf_counter() - started
-    chosen = feats[[index[(_key(p.prompt), p.chosen)] for p in pairs]]
-    rejected = feats[[index[(_key(p.prompt), p.rejected)] for p in pairs]]
-    head, stats = fit_head(chosen, rejected, l2=config.l2)
+    head, stats = fit_head(feats[chosen_rows], feats[rejected_rows], l2=config.l2)
     model.head = head
-    return model, {**stats, "feature_seconds": feature_seconds, "answers": len(keys)}
+    return model, {**stats, "feature_seconds": feature_seconds, "answers": len(answers)}
 
 
 def load_linear_reward_model(
@@ -198,7 +206,3 @@ def load_linear_reward_model(
         batch_size=batch_size,
         name=meta.get("name"),
     )
-
-
-def _key(prompt: Prompt) -> str:
-    return prompt if isinstance(prompt, str) else json.dumps(list(prompt), sort_keys=True)
