@@ -165,7 +165,11 @@ def _share(scored: float, played: float) -> float | None:
     return round(float(scored / played), 4) if played else None
 
 
-def store_leaderboard(store: Store, **kwargs: Any) -> Leaderboard:
-    """The leaderboard of every voted battle in `store` (keyword arguments: `leaderboard`)."""
-    results = ((r.version_a, r.version_b, r.outcome) for r in store.battle_results())
+def store_leaderboard(store: Store, *, include_flagged: bool = False, **kwargs: Any) -> Leaderboard:
+    """The leaderboard of the voted battles in `store`, without the votes of users flagged
+    as abusive unless `include_flagged` (other keyword arguments: `leaderboard`)."""
+    results = (
+        (r.version_a, r.version_b, r.outcome)
+        for r in store.battle_results(include_flagged=include_flagged)
+    )
     return leaderboard(results, **kwargs)

@@ -55,13 +55,16 @@ class Battles:
         )
         return [ModelVersion.from_row(r) for r in rows]
 
-    def battle_results(self) -> list[BattleResult]:
-        """Every voted battle, oldest first, with the names of both sides' versions."""
+    def battle_results(self, *, include_flagged: bool = False) -> list[BattleResult]:
+        """Every voted battle, oldest first, with the names of both sides' versions. Votes
+        of users flagged as abusive are left out unless `include_flagged`."""
         rows = self.db.query(
             "SELECT b.id AS battle_id, va.name AS version_a, vb.name AS version_b, b.outcome"
             " FROM battles b"
+            " JOIN users u ON u.id = b.user_id"
             " JOIN model_versions va ON va.id = b.version_a_id"
             " JOIN model_versions vb ON vb.id = b.version_b_id"
-            " WHERE b.outcome IS NOT NULL ORDER BY b.id"
+            " WHERE b.outcome IS NOT NULL AND (? OR u.is_flagged = 0) ORDER BY b.id",
+            (int(include_flagged),),
         )
         return [BattleResult.from_row(r) for r in rows]

@@ -131,3 +131,12 @@ def m001_initial(db: Database) -> None:
     # executescript() would COMMIT first and break the migration's transaction
     for statement in _INITIAL_SCHEMA:
         db.execute(statement)
+
+
+@migrations()
+def m002_user_tokens(db: Database) -> None:
+    # token_version: a user's tokens carry it; raising it revokes every token issued before.
+    # credential_fingerprint: a keyed hash of a password user's configured entry, so a
+    # changed or removed password revokes that user's tokens at the next start.
+    db.execute("ALTER TABLE users ADD COLUMN token_version INTEGER NOT NULL DEFAULT 0")
+    db.execute("ALTER TABLE users ADD COLUMN credential_fingerprint TEXT")

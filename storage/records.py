@@ -21,6 +21,8 @@ class User(_Row):
     name: str | None
     created_at: str
     is_flagged: int = 0
+    token_version: int = 0
+    credential_fingerprint: str | None = None
 
 
 @dataclass(frozen=True)

@@ -170,6 +170,45 @@ class Store(VersionsAndRuns, TrainingData, Battles):
         with self._write() as db:
             db.execute("UPDATE users SET is_flagged = ? WHERE id = ?", (int(flagged), user_id))
 
+    def revoke_tokens(self, user_id: int) -> int:
+        """Void every token issued to this user so far; returns the new token version."""
+        self.get_user(user_id)
+        with self._write() as db:
+            db.execute(
+                "UPDATE users SET token_version = token_version + 1 WHERE id = ?", (user_id,)
+            )
+        return self.get_user(user_id).token_version
+
+    def set_credential_fingerprint(self, user_id: int, fingerprint: str | None) -> bool:
+        """Record a password user's credential fingerprint; when it differs from the one
+        stored (a changed or removed password), revoke their tokens too. True if it did."""
+        with self._write() as db:
+            rows = list(
+                db.query("SELECT credential_fingerprint FROM users WHERE id = ?", (user_id,))
+            )
+            if not rows:
+                raise NotFound(f"no user {user_id}")
+            if rows[0]["credential_fingerprint"] == fingerprint:
+                return False
+            db.execute(
+                "UPDATE users SET credential_fingerprint = ?, token_version = token_version + 1"
+                " WHERE id = ?",
+                (fingerprint, user_id),
+            )
+        return True
+
+    def users(self, *, kind: str | None = None, flagged: bool | None = None) -> list[User]:
+        """Users in id order, optionally of one kind or only (un)flagged ones."""
+        where, params = [], []
+        if kind is not None:
+            where.append("kind = ?")
+            params.append(kind)
+        if flagged is not None:
+            where.append("is_flagged = ?")
+            params.append(int(flagged))
+        sql = "SELECT * FROM users" + (" WHERE " + " AND ".join(where) if where else "")
+        return [User.from_row(r) for r in self.db.query(sql + " ORDER BY id", params)]
+
     # -- conversations and messages ----------------------------------------------
 
     def create_conversation(self, user_id: int, title: str | None = None) -> Conversation:
