@@ -76,13 +76,26 @@ class RewardConfig:
     """Share of conversations held out for accuracy and calibration (split by
     conversation, never by row)."""
 
-    user_share_cap: float = 0.2
-    """No user may supply more than this share of a training set; the excess of a user
-    above it is dropped. 1.0 turns the cap off (a single-user install needs that)."""
+    max_user_weight_share: float = 0.2
+    """No user's share of the training set's total weight above this, once there are
+    enough users (at least 1 / this many): each user's examples are weighted by
+    `min(1, C / n_u)` with `C` the largest total that keeps every share within it.
+    With fewer users every user's total is made equal instead, so one person alone
+    trains on every judgment at full weight. Nothing is dropped (trainer/data.py)."""
+
+    user_share_cap: float | None = None
+    """Deprecated: the old name of `max_user_weight_share` (which replaced a hard cap
+    that dropped examples). When set, it is used as `max_user_weight_share`."""
+
+    pointwise_weight: float = 0.25
+    """`linear` only: what one unpaired label (a thumb without a partner, a both-bad
+    answer, a retry) weighs in the fit against one preference pair's 1. A label says
+    less than a comparison, and this keeps a few of them from outweighing the pairs;
+    0 leaves the labels out."""
 
     seed: int = 0
-    """Seeds the split, the cap's choice of dropped examples, the head's init and
-    training order."""
+    """Seeds the split, the head's init and training order, and which examples a
+    LoRA reward model (no per-example weights) leaves out for a weighted-down user."""
 
     device: str = "cpu"
     """torch device for training and scoring: `cpu`, `cuda[:N]` or `mps`."""
@@ -136,10 +149,16 @@ class RewardConfig:
             raise ValueError(
                 f"reward.heldout_fraction must be within [0, 1), not {self.heldout_fraction}"
             )
-        if not 0.0 < self.user_share_cap <= 1.0:
+        if self.user_share_cap is not None:
+            self.max_user_weight_share = self.user_share_cap
+        if not 0.0 < self.max_user_weight_share <= 1.0:
             raise ValueError(
-                f"reward.user_share_cap must be within (0, 1] (1.0 turns it off), "
-                f"not {self.user_share_cap}"
+                "reward.max_user_weight_share must be within (0, 1] (1.0 turns it off), "
+                f"not {self.max_user_weight_share}"
+            )
+        if not 0.0 <= self.pointwise_weight <= 10.0:
+            raise ValueError(
+                f"reward.pointwise_weight must be within [0, 10], not {self.pointwise_weight}"
             )
         if not (self.device == "cpu" or self.device.startswith(("cuda", "mps"))):
             raise ValueError(f"reward.device must be cpu, cuda[:N] or mps, not {self.device!r}")
