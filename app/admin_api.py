@@ -1,4 +1,5 @@
-"""Admin actions over HTTP: train now, promote, roll back. Each needs, as
+"""Admin actions over HTTP: train now, promote, roll back, and user moderation (list,
+flag, unflag, revoke; the leaderboard with flagged users' votes). Each needs, as
 `Authorization: Bearer T`, the admin token (`auth.admin_token`) or the user token of a
 signed-in user named in `auth.admin_users`; with neither configured, admin is off and
 every action is refused."""
@@ -14,6 +15,8 @@ from starlette.concurrency import run_in_threadpool
 
 from app.api import _json_body
 from app.chat import InputError
+from app.leaderboard import store_leaderboard
+from app.moderation import revoke, set_flagged, users_report
 from app.swap import VersionSync
 from storage import NotFound, Store
 from trainer.schedule import TrainingScheduler
@@ -105,3 +108,36 @@ def install_admin_api(
     async def rollback(request: Request) -> dict[str, Any]:
         check_admin(request, admin_token, admin_user)
         return {"live": await run_in_threadpool(rollback_version, store, sync)}
+
+    @app.get("/api/admin/users")
+    async def users(request: Request, flagged: bool = False) -> dict[str, Any]:
+        check_admin(request, admin_token, admin_user)
+        return {"users": await run_in_threadpool(users_report, store, flagged_only=flagged)}
+
+    @app.post("/api/admin/users/{user_id}/{action}")
+    async def moderate(request: Request, user_id: str, action: str) -> dict[str, Any]:
+        check_admin(request, admin_token, admin_user)
+        actions = {
+            "flag": lambda: set_flagged(store, user_id, True),
+            "unflag": lambda: set_flagged(store, user_id, False),
+            "revoke": lambda: revoke(store, user_id),
+        }
+        if action not in actions:
+            raise InputError(404, f"no user action {action!r}: flag, unflag or revoke")
+        return await run_in_threadpool(actions[action])
+
+    @app.get("/api/admin/leaderboard")
+    async def leaderboard_with_flagged(request: Request) -> list[dict[str, Any]]:
+        """The leaderboard with the votes of flagged users counted again."""
+        check_admin(request, admin_token, admin_user)
+        board = await run_in_threadpool(store_leaderboard, store, include_flagged=True)
+        return [
+            {
+                "version": r.version,
+                "rating": r.rating,
+                "ci95": list(r.ci95),
+                "battles": r.battles,
+                "win_rate": r.win_rate,
+            }
+            for r in board.ratings
+        ]

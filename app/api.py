@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.auth import Accounts
+from app.auth import Accounts, TooManyAttempts
 from app.chat import SIGN_IN_REQUIRED, UNSAVED, ChatService, InputError, check_id
 from app.identity import Identity, InvalidToken
 from app.serving import BackendError
@@ -151,12 +151,16 @@ def install_api(
         name, password = body.get("name"), body.get("password")
         if not isinstance(name, str) or not isinstance(password, str):
             raise InputError(400, "send {name, password}")
+        address = request.client.host if request.client else "unknown"
         # scrypt is slow on purpose: keep it off the event loop
-        user = await run_in_threadpool(_password_user, name, password)
+        user = await run_in_threadpool(_password_user, name, password, address)
         return {"user_token": identity.issue(user.id), "user_id": user.id}
 
-    def _password_user(name: str, password: str) -> Any:
-        user = accounts.password_user(name, password) if accounts is not None else None
+    def _password_user(name: str, password: str, address: str) -> Any:
+        try:  # limited per address and per name (`auth.login_*`)
+            user = accounts.login(name, password, address) if accounts is not None else None
+        except TooManyAttempts as exc:
+            raise InputError(429, str(exc)) from exc
         if user is None:
             raise InputError(401, "wrong name or password")
         return user

@@ -348,6 +348,62 @@ def _version_action(config: Config, action: Callable[[Any], str]) -> int:
         store.close()
 
 
+# -- users ------------------------------------------------------------------------------
+
+
+def _add_users(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("users", help="list, flag, unflag users or revoke their tokens")
+    actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    listing = actions.add_parser("list", help="users with their judgments, reports and flag")
+    _common(listing)
+    listing.add_argument("--flagged", action="store_true", help="only flagged users")
+    listing.set_defaults(handler=_users_list)
+    for name, text in (
+        ("flag", "leave a user's judgments out of training, canary judging and the leaderboard"),
+        ("unflag", "count a flagged user's judgments again"),
+        ("revoke", "refuse every token issued to a user so far (they sign in again)"),
+    ):
+        action = actions.add_parser(name, help=text)
+        _common(action)
+        action.add_argument("user_id", type=int, metavar="ID", help="the user's id")
+        action.set_defaults(handler=_users_action)
+
+
+def _users_list(args: argparse.Namespace, config: Config) -> int:
+    from app.moderation import USER_COLUMNS, users_report
+    from storage import Store
+
+    store = Store(config.storage.db_path)
+    try:
+        print("\t".join(USER_COLUMNS))
+        for row in users_report(store, flagged_only=args.flagged):
+            print("\t".join(str(row[c]) for c in USER_COLUMNS))
+    finally:
+        store.close()
+    return 0
+
+
+def _users_action(args: argparse.Namespace, config: Config) -> int:
+    from app.chat import InputError
+    from app.moderation import revoke, set_flagged
+    from storage import Store
+
+    store = Store(config.storage.db_path)
+    try:
+        if args.action == "revoke":
+            done = revoke(store, args.user_id)
+            print(f"user {done['user_id']}: tokens revoked (token version {done['token_version']})")
+        else:
+            set_flagged(store, args.user_id, args.action == "flag")
+            print(f"user {args.user_id}: {'flagged' if args.action == 'flag' else 'unflagged'}")
+        return 0
+    except InputError as exc:
+        print(f"rlhf-chat users: {exc.message}", file=sys.stderr)
+        return 1
+    finally:
+        store.close()
+
+
 # -- ppo --------------------------------------------------------------------------------
 
 
@@ -661,6 +717,7 @@ SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_bench,
     _add_backup,
     _add_restore,
+    _add_users,
 ]
 
 

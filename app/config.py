@@ -23,6 +23,7 @@ from trainer.ppo_config import PPOConfig
 from trainer.reward_config import RewardConfig
 
 ENV_PREFIX = "RLHF_CHAT_"
+MIN_SECRET_CHARS = 32  # auth.session_secret and auth.admin_token
 
 
 class ConfigError(ValueError):
@@ -142,11 +143,31 @@ class AuthConfig:
     """Identities: anonymous browser sessions and the admin credential."""
 
     session_secret: str = ""
-    """Signs user tokens so identities survive restarts. Empty: one is generated and kept
-    in the data directory (file `session_secret`)."""
+    """The key that signs user tokens, so identities survive restarts; at least
+    32 characters. It never reaches the page. Empty: one is generated and kept in the data
+    directory (file `user_token_key`). Changing it signs everyone out."""
 
     admin_token: str = ""
-    """Bearer token for admin actions (train now, promote, rollback). Empty: admin off."""
+    """Bearer token for admin actions (train now, promote, roll back, user moderation); at
+    least 32 characters. Empty: admin off (unless `admin_users`)."""
+
+    user_token_days: float = 30.0
+    """How long a user token is valid after it was issued (the page renews its token on
+    each visit)."""
+
+    admin_user_token_days: float = 1.0
+    """The same for the tokens of `admin_users`: shorter, since they can act as admins."""
+
+    login_attempts_per_window: int = 20
+    """Sign-in attempts (`POST /api/login` and the page's form) one address may make
+    within `login_window_s`; more get HTTP 429 without checking the password."""
+
+    login_failures_per_name: int = 5
+    """Failed sign-ins for one name within `login_window_s`, from any address; then that
+    name is refused with HTTP 429 until the window has passed."""
+
+    login_window_s: float = 300.0
+    """The sliding window of the sign-in limits, in seconds."""
 
     password_users: list[str] = field(default_factory=list)
     """`name:password` or `name:scrypt$...` (from `app.auth.hash_password`) entries. Set:
@@ -167,6 +188,20 @@ class AuthConfig:
     known person's. Password users already imply it."""
 
     def __post_init__(self) -> None:
+        for name in ("session_secret", "admin_token"):
+            value = getattr(self, name)
+            if value and len(value) < MIN_SECRET_CHARS:
+                raise ConfigError(
+                    f"auth.{name} is {len(value)} characters long; it must be at least "
+                    f"{MIN_SECRET_CHARS} (make one with: python -c 'import secrets; "
+                    "print(secrets.token_urlsafe(32))')"
+                )
+        for name in ("user_token_days", "admin_user_token_days", "login_window_s"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"auth.{name} must be more than 0")
+        for name in ("login_attempts_per_window", "login_failures_per_name"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"auth.{name} must be at least 1")
         if self.require_sign_in and not (self.password_users or self.space_id):
             raise ConfigError(
                 "auth.require_sign_in needs a way to sign in: set auth.password_users, "

@@ -1,5 +1,6 @@
-"""The Dashboard tab: versions, per-cycle training curves, the current run, the last
-errors, and the admin buttons (train now, promote, roll back). It refreshes itself."""
+"""The Dashboard tab: versions, per-cycle training curves and the current run for
+everyone; for admins only, the last errors, judgments per user, the users with flag,
+unflag and revoke, and the buttons train now, promote, roll back. It refreshes itself."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import pandas as pd
 
 from app.admin_api import check_admin, promote_version, rollback_version
 from app.chat import InputError
+from app.leaderboard import store_leaderboard
+from app.moderation import USER_COLUMNS, revoke, set_flagged, users_report
 from app.swap import VersionSync
 from storage import Store
 from trainer.schedule import TrainingScheduler
@@ -108,14 +111,15 @@ def _last_training_users(store: Store) -> dict[str, dict[str, int]]:
     return {}
 
 
-def current_run(store: Store, scheduler: TrainingScheduler) -> str:
+def current_run(store: Store, scheduler: TrainingScheduler, *, with_errors: bool = True) -> str:
     running = [r for r in store.runs(limit=20) if r.status == "running"]
     if not running:
         last = next(iter(store.runs("cycle", limit=1)), None)
         if last is None:
             return "No training cycle has run yet."
         outcome = last.metrics.get("outcome") or last.status
-        return f"Idle. Last cycle #{last.id}: **{outcome}** {last.error or ''}".strip()
+        error = (last.error or "") if with_errors else ""
+        return f"Idle. Last cycle #{last.id}: **{outcome}** {error}".strip()
     lines = [
         f"- {r.kind} #{r.id} since {r.started_at[11:19]}, stage: **{r.metrics.get('stage', '…')}**"
         for r in running
@@ -139,21 +143,17 @@ def dashboard_tab(
     admin_user: Callable[[str], bool] | None = None,
     user_token: gr.BrowserState | None = None,
 ) -> tuple:
-    """The tab's components and its refresh. The admin buttons take the typed admin
-    token, or, with it left empty, the session of a signed-in admin user (`admin_user`
-    checks `user_token`)."""
+    """The tab's components and its refresh (inputs, outputs). Everyone sees the versions
+    and the training curves; the per-user table, training errors, users and admin buttons
+    only an admin does: the typed admin token or, with it left empty, the session of a
+    signed-in admin user (`admin_user` checks `user_token`). Each handler is also a
+    public API route, so each checks the credential itself."""
     progress = gr.Markdown(elem_id="training-progress")
     versions = gr.Dataframe(label="Model versions", interactive=False, wrap=True)
     plots = []
     for row in (CYCLE_CURVES[:3], CYCLE_CURVES[3:]):
         with gr.Row():
             plots += [gr.LinePlot(x="cycle", y="value", label=name, height=220) for name in row]
-    errors = gr.Markdown()
-    shares = gr.Dataframe(
-        label="Judgments per user (the per-user cap keeps any one user's share of training small)",
-        interactive=False,
-        elem_id="user-shares",
-    )
     with gr.Accordion("Admin", open=False):
         token = gr.Textbox(
             label="Admin token",
@@ -161,40 +161,110 @@ def dashboard_tab(
             info="Leave empty if you signed in as an admin user.",
         )
         session = user_token if user_token is not None else gr.State(None)
-        with gr.Row():
-            version = gr.Textbox(label="Version to promote", scale=2)
-            promote = gr.Button("Promote")
-            rollback = gr.Button("Roll back")
-            train = gr.Button("Train now")
+        with gr.Column(visible=False) as admin_area:
+            errors = gr.Markdown()
+            shares = gr.Dataframe(
+                label="Judgments per user (the per-user cap keeps any one user's share of "
+                "training small)",
+                interactive=False,
+                elem_id="user-shares",
+            )
+            with gr.Row():
+                version = gr.Textbox(label="Version to promote", scale=2)
+                promote = gr.Button("Promote")
+                rollback = gr.Button("Roll back")
+                train = gr.Button("Train now")
+            users = gr.Dataframe(label="Users", interactive=False, elem_id="users")
+            with gr.Row():
+                user_id = gr.Textbox(label="User id", scale=2)
+                flag = gr.Button("Flag")
+                unflag = gr.Button("Unflag")
+                revoke_button = gr.Button("Revoke tokens")
+            include_flagged = gr.Checkbox(
+                label="Leaderboard with flagged users' votes (they are left out everywhere else)"
+            )
+            flagged_board = gr.Dataframe(
+                label="Leaderboard, flagged users' votes included",
+                interactive=False,
+                visible=False,
+            )
 
-    def refresh() -> tuple:
+    def is_admin(typed: str | None, session_token: str | None) -> bool:
+        try:
+            check_admin(_Bearer(_credential(typed, session_token)), admin_token, admin_user)
+        except InputError:
+            return False
+        return True
+
+    def refresh(typed: str | None = None, session_token: str | None = None, flagged=False):
+        admin = is_admin(typed, session_token)
         curves = cycle_curves(store)
         per_metric = [curves[curves.metric == name] for name in CYCLE_CURVES]
+        if not admin:  # errors and who voted how much are for admins only
+            return (
+                current_run(store, scheduler, with_errors=False),
+                versions_table(store),
+                *per_metric,
+                "",
+                pd.DataFrame(columns=USER_SHARE_COLUMNS),
+                gr.update(visible=False),
+                pd.DataFrame(),
+                gr.update(value=pd.DataFrame(), visible=False),
+            )
         return (
             current_run(store, scheduler),
             versions_table(store),
             *per_metric,
             last_errors(store),
             user_shares(store),
+            gr.update(visible=True),
+            pd.DataFrame(users_report(store), columns=USER_COLUMNS),
+            gr.update(
+                value=_flagged_board(store) if flagged is True else None, visible=flagged is True
+            ),
         )
 
-    outputs = [progress, versions, *plots, errors, shares]
-    gr.Timer(REFRESH_SECONDS).tick(refresh, outputs=outputs, show_progress="hidden")
+    inputs = [token, session, include_flagged]
+    outputs = [progress, versions, *plots, errors, shares, admin_area, users, flagged_board]
+    gr.Timer(REFRESH_SECONDS).tick(refresh, inputs=inputs, outputs=outputs, show_progress="hidden")
+    gr.on([token.submit, include_flagged.change], refresh, inputs=inputs, outputs=outputs)
 
     def admin(action: Callable[..., str]) -> Callable[..., None]:
         return _admin(action, admin_token, admin_user)
 
-    train.click(admin(lambda: _train(scheduler)), inputs=[token, session]).then(
-        refresh, outputs=outputs
-    )
-    promote.click(
-        admin(lambda name: f"live: {promote_version(store, sync, name.strip())}"),
-        inputs=[token, session, version],
-    ).then(refresh, outputs=outputs)
-    rollback.click(
-        admin(lambda: f"live: {rollback_version(store, sync)}"), inputs=[token, session]
-    ).then(refresh, outputs=outputs)
-    return refresh, outputs
+    for button, action, extra in (
+        (train, lambda: _train(scheduler), []),
+        (promote, lambda name: f"live: {promote_version(store, sync, name.strip())}", [version]),
+        (rollback, lambda: f"live: {rollback_version(store, sync)}", []),
+        (flag, lambda uid: _flagged_text(set_flagged(store, uid, True)), [user_id]),
+        (unflag, lambda uid: _flagged_text(set_flagged(store, uid, False)), [user_id]),
+        (revoke_button, lambda uid: _revoked_text(revoke(store, uid)), [user_id]),
+    ):
+        button.click(admin(action), inputs=[token, session, *extra]).then(
+            refresh, inputs=inputs, outputs=outputs
+        )
+    return refresh, inputs, outputs
+
+
+def _credential(typed: str | None, session_token: str | None) -> str | None:
+    """A typed token wins; an empty box falls back to the signed-in user's session."""
+    typed = typed.strip() if isinstance(typed, str) else ""
+    return typed or (session_token if isinstance(session_token, str) else None)
+
+
+def _flagged_board(store: Store) -> pd.DataFrame:
+    from app.arena_ui import leaderboard_table
+
+    statuses = {v.name: v.status for v in store.versions("policy")}
+    return leaderboard_table(store_leaderboard(store, include_flagged=True), statuses)
+
+
+def _flagged_text(done: dict[str, Any]) -> str:
+    return f"user {done['user_id']} {'flagged' if done['flagged'] else 'unflagged'}"
+
+
+def _revoked_text(done: dict[str, Any]) -> str:
+    return f"user {done['user_id']}: every token issued so far is refused"
 
 
 def _train(scheduler: TrainingScheduler) -> str:
@@ -210,8 +280,7 @@ def _admin(
 ) -> Callable[..., None]:
     def handler(token: str | None, session_token: str | None, *args: Any) -> None:
         try:
-            # a typed token wins; an empty box falls back to the signed-in user's session
-            check_admin(_Bearer((token or "").strip() or session_token), admin_token, admin_user)
+            check_admin(_Bearer(_credential(token, session_token)), admin_token, admin_user)
             gr.Info(action(*args))
         except InputError as exc:
             gr.Warning(exc.message)

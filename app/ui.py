@@ -20,7 +20,13 @@ from app.auth import Accounts
 from app.chat import UNSAVED, ChatService, InputError
 from app.config import AuthConfig, Config
 from app.dashboard_ui import dashboard_tab
-from app.identity import Identity, InvalidToken, ensure_session_secret
+from app.identity import (
+    Identity,
+    InvalidToken,
+    ensure_browser_state_key,
+    ensure_session_secret,
+)
+from app.limits import SessionLimit
 from app.serving import BackendError, ChatBackend, SamplingParams
 from app.swap import VersionSync
 from storage import Store, StoreError, User
@@ -29,6 +35,7 @@ from trainer.schedule import TrainingScheduler
 log = logging.getLogger(__name__)
 
 USER_STORAGE_KEY = "rlhf-chat-user"
+REPORT = "Report"  # the Chatbot's extra feedback option: stored as a `flag` on the answer
 
 
 def build_demo(
@@ -41,18 +48,26 @@ def build_demo(
     chat: ChatService | None = None,
     arena: ArenaService | None = None,
     accounts: Accounts | None = None,
+    identity: Identity | None = None,
+    sessions: SessionLimit | None = None,
 ) -> gr.Blocks:
     """The page. With `sync` and `scheduler` (the running server's) it has a Dashboard;
-    `chat` and `arena` share the HTTP API's services (one vote limiter for both)."""
-    secret = ensure_session_secret(config.auth.session_secret, config.storage.data_dir)
+    `chat` and `arena` share the HTTP API's services (one vote limiter for both), and
+    `identity` the API's user tokens.
+
+    Every component prop is public (`/config`): the browser state gets its own key, never
+    the token key, and every handler checks who calls it (each is an API route too)."""
     accounts = accounts or Accounts(config.auth, store)
+    if identity is None:
+        secret = ensure_session_secret(config.auth.session_secret, config.storage.data_dir)
+        identity = Identity(secret, store=store, max_age_s=accounts.token_max_age_s)
     service = chat or ChatService(
         store, backend, config.serving, anonymous_allowed=accounts.anonymous_allowed
     )
     arena = arena or ArenaService(service, config.arena)
-    identity = Identity(secret)
+    browser_key = ensure_browser_state_key(config.storage.data_dir)
     with gr.Blocks(title="rlhf-chat") as demo:
-        user_token = gr.BrowserState(None, storage_key=USER_STORAGE_KEY, secret=secret)
+        user_token = gr.BrowserState(None, storage_key=USER_STORAGE_KEY, secret=browser_key)
         with gr.Row():
             live = gr.Markdown(elem_id="live-version")
             if accounts.hugging_face and _oauth_installed():
@@ -64,7 +79,7 @@ def build_demo(
         arena_tabs(arena, identity, user_token)
         if sync is not None and scheduler is not None:
             with gr.Tab("Dashboard"):
-                refresh, outputs = dashboard_tab(
+                refresh, inputs, outputs = dashboard_tab(
                     store,
                     sync,
                     scheduler,
@@ -72,11 +87,12 @@ def build_demo(
                     admin_user=accounts.admin_check(identity),
                     user_token=user_token,
                 )
-            demo.load(refresh, outputs=outputs, show_progress="hidden")
-        sign_in = _sign_in(identity, store, accounts)
-        demo.load(sign_in, inputs=[user_token], outputs=[user_token]).then(
+        sign_in = _sign_in(identity, store, accounts, sessions)
+        loaded = demo.load(sign_in, inputs=[user_token], outputs=[user_token]).then(
             lambda: _live_text(backend), outputs=[live]
         )
+        if sync is not None and scheduler is not None:  # after sign-in: an admin's session
+            loaded.then(refresh, inputs=inputs, outputs=outputs, show_progress="hidden")
     return demo
 
 
@@ -94,7 +110,12 @@ def _oauth_installed() -> bool:
     return True
 
 
-def _sign_in(identity: Identity, store: Store, accounts: Accounts | None = None):
+def _sign_in(
+    identity: Identity,
+    store: Store,
+    accounts: Accounts | None = None,
+    sessions: SessionLimit | None = None,
+):
     accounts = accounts or Accounts(AuthConfig(), store)
 
     def sign_in(
@@ -109,18 +130,28 @@ def _sign_in(identity: Identity, store: Store, accounts: Accounts | None = None)
             current: User | None = store.get_user(identity.verify(token))
         except (InvalidToken, StoreError):
             current = None
+        # a valid token is renewed on each visit: it expires `auth.user_token_days` after
+        # the last one, not after the first
         if named is not None:
-            user = accounts.signed_in_user(*named)
-            if current is not None and current.id == user.id:
-                return token  # type: ignore[return-value]
-            return identity.issue(user.id)
+            return identity.issue(accounts.signed_in_user(*named).id)
         if not accounts.anonymous_allowed:
             return None  # handlers then ask the person to sign in
         if current is not None and current.kind == "anon":
-            return token  # type: ignore[return-value]
-        return identity.issue(store.create_user("anon").id)  # a first visit, or signed out
+            return identity.issue(current.id)
+        if sessions is not None:  # a first visit, or signed out: a new identity, if allowed
+            try:
+                sessions.admit(_page_address(sessions, request))
+            except InputError as exc:
+                gr.Warning(exc.message)
+                return None
+        return identity.issue(store.create_user("anon").id)
 
     return sign_in
+
+
+def _page_address(sessions: SessionLimit, request: Any) -> str:
+    client = getattr(request, "client", None)
+    return sessions.address(getattr(request, "headers", None) or {}, getattr(client, "host", None))
 
 
 def signed_in_as(request: Any, profile: Any) -> tuple[str, str] | None:
@@ -155,7 +186,7 @@ def chat_tab(
     chatbot = gr.Chatbot(
         label="Chat",
         editable="all",
-        feedback_options=("Like", "Dislike"),
+        feedback_options=("Like", "Dislike", REPORT),
         height=480,
         elem_id="chatbot",
     )
@@ -177,7 +208,8 @@ def chat_tab(
         )
     gr.Markdown(
         "👍/👎 rate an answer (click again to clear) · ✏️ edit an answer to say what it "
-        "should have been · 🔄 retry for a new answer."
+        "should have been · 🔄 retry for a new answer · ⚑ *Report* an answer that is "
+        "harmful or abusive."
     )
 
     state = [chatbot, conversation_id, message_ids]
@@ -275,17 +307,21 @@ def _answer_index(history: list[dict[str, Any]], index: Any) -> int | None:
 
 def thumb(service: ChatService, identity: Identity):
     def thumb(ids: list[int | None], token: str | None, data: gr.LikeData) -> None:
-        """👍 stores 1, 👎 stores -1, clicking the chosen one again clears it."""
+        """👍 stores 1, 👎 stores -1, clicking the chosen one again clears it; *Report*
+        stores a `flag` feedback on the answer."""
         i = _position(data.index)
         message_id = ids[i] if isinstance(i, int) and 0 <= i < len(ids) else None
         if message_id is None:
             gr.Warning("This answer is not saved yet; wait until it has finished.")
             return
-        value = 1 if data.liked is True else -1 if data.liked is False else None
         try:
-            service.feedback(
-                current_user(identity, token, service.store), message_id, "thumb", value
-            )
+            uid = current_user(identity, token, service.store)
+            if data.liked == REPORT:
+                service.feedback(uid, message_id, "flag")
+                gr.Info("Thanks: the answer is reported.")
+                return
+            value = 1 if data.liked is True else -1 if data.liked is False else None
+            service.feedback(uid, message_id, "thumb", value)
         except InputError as exc:
             gr.Warning(exc.message)
 

@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None, *, prog: str = "rlhf-chat bench loop") -
             f"{prog}: {data_dir} is not fresh; remove it or choose another --out", file=sys.stderr
         )
         return 2
-    token = secrets.token_urlsafe(16)
+    token = secrets.token_urlsafe(32)
     server_args = ["--config", args.config] if args.config else []
     cycles = []
     with running_server(data_dir, env=server_env(token, dict(os.environ)), args=server_args) as s:

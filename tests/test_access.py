@@ -17,7 +17,7 @@ from itsdangerous import TimestampSigner, URLSafeSerializer
 from app.config import load_config
 from app.identity import Identity
 
-ADMIN = "the-admin-token"
+ADMIN = "the-admin-token-of-at-least-32-characters"
 LIMIT = 3  # chats and votes per user per hour here
 HELLO = {"messages": [{"role": "user", "content": "hello"}]}
 
@@ -60,7 +60,7 @@ def client(app):
 
 @pytest.fixture(scope="module")
 def secret(app):
-    return app.store.path.parent.joinpath("session_secret").read_text().strip()
+    return app.store.path.parent.joinpath("user_token_key").read_text().strip()
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ from app.identity import Identity
 from app.serving import ScriptedBackend
 
 HELLO = {"messages": [{"role": "user", "content": "hello"}]}
+ADMIN = "the-admin-token-of-at-least-32-characters"
 
 
 def bearer(token):
@@ -28,7 +29,7 @@ def app(tmp_path_factory):
             "RLHF_CHAT_DATA": str(data),
             "RLHF_CHAT_SERVING_BACKEND": "scripted",
             "RLHF_CHAT_SERVING_CHATS_PER_WINDOW": "2",
-            "RLHF_CHAT_AUTH_ADMIN_TOKEN": "the-admin-token",
+            "RLHF_CHAT_AUTH_ADMIN_TOKEN": ADMIN,
             "RLHF_CHAT_AUTH_PASSWORD_USERS": f"alice:{hash_password('wonderland')},bob:builder",
             "RLHF_CHAT_AUTH_ADMIN_USERS": "alice",
         }
@@ -70,7 +71,7 @@ def test_no_anonymous_sessions_once_passwords_are_configured(client):
 
 @pytest.mark.parametrize("who", ["anonymous", "bob", "nobody"])
 def test_admin_endpoints_refuse_normal_and_anonymous_users(client, app, who):
-    identity = Identity(app.store.path.parent.joinpath("session_secret").read_text().strip())
+    identity = Identity(app.store.path.parent.joinpath("user_token_key").read_text().strip())
     token = {
         "anonymous": identity.issue(app.store.create_user("anon").id),
         "bob": login(client, "bob", "builder").json()["user_token"],
@@ -88,7 +89,7 @@ def test_admin_endpoints_refuse_normal_and_anonymous_users(client, app, who):
 
 def test_admin_users_and_the_admin_token_may_act(client):
     alice = login(client, "alice", "wonderland").json()["user_token"]
-    for token in (alice, "the-admin-token"):
+    for token in (alice, ADMIN):
         response = client.post(
             "/api/admin/promote", json={"version": "base"}, headers=bearer(token)
         )
@@ -131,11 +132,12 @@ def test_page_identity_follows_sign_in_and_sign_out(store):
     sign_in = ui._sign_in(identity, store, accounts)
     anon = sign_in(None)
     assert "anon" == store.get_user(identity.verify(anon)).kind
-    assert anon == sign_in(anon, SimpleNamespace(username=None), None)
+    renewed = sign_in(anon, SimpleNamespace(username=None), None)
+    assert identity.verify(anon) == identity.verify(renewed)  # the same user, renewed
     hub = sign_in(anon, SimpleNamespace(username=None), SimpleNamespace(username="carol"))
     carol = store.get_user(identity.verify(hub))
     assert ("oauth", "carol") == (carol.kind, carol.name)
-    assert hub == sign_in(hub, None, SimpleNamespace(username="carol"))
+    assert carol.id == identity.verify(sign_in(hub, None, SimpleNamespace(username="carol")))
     signed_out = sign_in(hub, SimpleNamespace(username=None), None)
     assert "anon" == store.get_user(identity.verify(signed_out)).kind
     password = sign_in(None, SimpleNamespace(username="alice"), None)
@@ -195,7 +197,7 @@ def test_a_space_that_requires_sign_in_refuses_anonymous_users(tmp_path, store):
     try:
         client = TestClient(application.fastapi)
         assert 403 == client.post("/api/session").status_code
-        identity = Identity(tmp_path.joinpath("session_secret").read_text().strip())
+        identity = Identity(tmp_path.joinpath("user_token_key").read_text().strip())
         old_anon = bearer(identity.issue(application.store.create_user("anon").id))
         carol = bearer(identity.issue(application.store.named_user("oauth", "carol").id))
         for path in ("/api/chat", "/api/battles"):
@@ -238,10 +240,10 @@ def test_dashboard_admin_buttons_accept_an_admin_users_session(store, monkeypatc
     bob = identity.issue(store.named_user("password", "bob").id)
     done = []
     handler = dashboard_ui._admin(
-        lambda: done.append(1) or "done", "the-admin-token", accounts.admin_check(identity)
+        lambda: done.append(1) or "done", ADMIN, accounts.admin_check(identity)
     )
     handler("", alice)  # empty box: alice's session is an admin's
-    handler("the-admin-token", None)
+    handler(ADMIN, None)
     handler("", bob)
     handler("", None)
     handler("wrong", alice)  # a typed token is checked as typed, not topped up by the session

@@ -28,7 +28,7 @@ from app.chat import _is_unicode  # the server's own rule for what is text
 from tests.server_process import running_server
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
-ADMIN = "hostile-admin-token"
+ADMIN = "hostile-admin-token-of-at-least-32-characters"
 ADMIN_HEADERS = [b"Bearer " + ADMIN.encode(), b"bearer  " + ADMIN.encode()]  # both are it
 MAX_BODY = 1_000_000  # app.api.MAX_BODY_BYTES
 MAX_CHARS = 4000  # serving.max_message_chars

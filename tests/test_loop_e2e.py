@@ -11,7 +11,7 @@ import pytest
 from tests.server_process import running_server
 
 pytestmark = pytest.mark.e2e
-ADMIN = "test-admin-token"
+ADMIN = "test-admin-token-of-at-least-32-characters"
 
 
 def tiny_loop_env(model_dir):
