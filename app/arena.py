@@ -6,8 +6,9 @@ battle's `pairing`):
 1. `candidate_vs_live`: the newest candidate the backend has loaded against live;
 2. `live_vs_previous`: live against the version that was live before it (retired),
    when the backend has it loaded;
-3. `live_two_samples`: two samples of live at different temperatures, so even the
-   first day yields preference pairs.
+3. `live_two_samples`: two samples of live (by default both at the serving temperature,
+   `arena.temperature_a`/`temperature_b`), so even the first day yields preference
+   pairs between answers of the kind PPO samples.
 
 `choose_pairing` is the policy as a pure function; `ArenaService` starts both answers
 before reading either (a batching backend generates them together), stores them as

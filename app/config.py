@@ -13,7 +13,7 @@ import tomllib
 import types
 import typing
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, is_dataclass
+from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -94,8 +94,9 @@ class ServingConfig:
     max_messages: int = 64
     """The most turns one request may carry."""
 
-    max_batch_size: int = 8
-    """Concurrent chats generated together in one batch (peft serves mixed adapters in one batch)."""
+    max_batch_size: int = 16
+    """Concurrent chats generated together in one batch (peft serves mixed adapters in one
+    batch). 16: a battle is two answers, so eight voters at once fill one batch."""
 
     version_poll_seconds: float = 2.0
     """How often the server checks the store for a newly promoted version (hot swap)."""
@@ -222,8 +223,11 @@ class ArenaConfig:
     temperature_a: float = 0.7
     """Temperature of one side when a battle shows two samples of the live version."""
 
-    temperature_b: float = 1.0
-    """Temperature of the other side in that case (the sides' positions are shuffled)."""
+    temperature_b: float = 0.7
+    """Temperature of the other side in that case (the sides' positions are shuffled).
+    Both sides sample at a coherent temperature: at 1.0 SmolLM2-135M's answers turn
+    incoherent, and votes against them teach the reward model "incoherent is bad",
+    a difference PPO's samples (at the serving temperature) never show."""
 
     votes_per_window: int = 10
     """The most votes one user may cast within `vote_window_s`; more get HTTP 429."""
@@ -297,7 +301,10 @@ class Config:
             model=self.model,
             reward=self.reward,
             ppo=self.ppo,
-            gate=self.gate,
+            # the gate measures length and missing EOS where users see answers
+            gate=replace(
+                self.gate, max_new_tokens=self.gate.max_new_tokens or self.serving.max_new_tokens
+            ),
             cycle=self.cycle,
         )
 

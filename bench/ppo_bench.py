@@ -32,7 +32,7 @@ import json
 import os
 import sys
 import time
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -94,11 +94,13 @@ def load() -> float:
 
 
 def evaluate(policy, tokenizer, config) -> dict:
-    from trainer.ppo import evaluate_policy
+    from trainer.evaluation import sample_policy
 
     t0 = time.perf_counter()
-    ev = evaluate_policy(policy, tokenizer, HELDOUT, concise_reward, config, seed=1234)
-    return {**asdict(ev), "seconds": round(time.perf_counter() - t0, 1), "load": load()}
+    ev = sample_policy(
+        policy, tokenizer, HELDOUT, concise_reward, config, samples=len(HELDOUT), seed=1234
+    )
+    return {**ev.summary(), "seconds": round(time.perf_counter() - t0, 1), "load": load()}
 
 
 def round_record(stats) -> dict:
@@ -164,7 +166,7 @@ def write(results: dict, out_dir: Path) -> None:
 
 def _eval_row(label: str, ev: dict) -> str:
     return (
-        f"| {label} | {ev['reward']:+.3f} | {ev['kl']:.3f} | {ev['response_length']:.1f} "
+        f"| {label} | {ev['mean_reward']:+.3f} | {ev['kl_to_base']:.3f} | {ev['median_length']:.1f} "
         f"| {ev['no_eos_rate']:.0%} | {ev['load']} |"
     )
 

@@ -1,6 +1,8 @@
 """One training cycle on the tiny model: skip, train and promote, gate, crash safety,
 and the canary judge."""
 
+from dataclasses import replace
+
 import pytest
 
 from tests.test_reward import add_marker_battles
@@ -11,7 +13,12 @@ from trainer.cycle_config import CycleConfig, GateConfig, TrainingConfig
 from trainer.ppo_config import PPOConfig
 
 PERMISSIVE_GATE = GateConfig(
-    min_reward_gain=-1e9, max_length_drift=100, max_no_eos_increase=1.0, min_reward_agreement=0.0
+    samples=8,
+    non_inferiority_margin=1e9,
+    min_reward_gain=-1e9,
+    max_length_drift=100,
+    max_no_eos_increase=1.0,
+    min_reward_agreement=0.0,
 )
 
 
@@ -74,13 +81,7 @@ def test_a_cycle_trains_publishes_and_promotes(voted, tmp_path, tiny_model_dir):
 
 def test_the_gate_rejects_a_candidate_over_the_kl_budget(voted, tmp_path, tiny_model_dir):
     store = voted
-    gate = GateConfig(
-        min_reward_gain=-1e9,
-        max_kl=1e-9,
-        max_length_drift=100,
-        max_no_eos_increase=1.0,
-        min_reward_agreement=0.0,
-    )
+    gate = replace(PERMISSIVE_GATE, max_kl_per_token=1e-9)
     result = run_cycle(store, training_config(tmp_path, tiny_model_dir, gate=gate))
     assert "rejected" == result.status
     assert "base" == store.live_version().name

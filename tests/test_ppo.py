@@ -12,6 +12,7 @@ import torch
 
 from app.cli import main
 from app.config import ConfigError, load_config
+from trainer.evaluation import sample_policy
 from trainer.models import chat_prompt_ids
 from trainer.ppo import (
     AdaptiveKLController,
@@ -19,7 +20,6 @@ from trainer.ppo import (
     apply_no_eos_penalty,
     assemble_rollout,
     build_policy,
-    evaluate_policy,
     first_eos_lengths,
     generate_rollout,
     load_reward_function,
@@ -252,15 +252,15 @@ def test_reward_rises_over_rounds_while_kl_stays_under_target(steerable):
     config = replace(TINY, rounds=4, rollout_batch_size=16, target_kl=3.0)
     policy, tokenizer = build_policy(path, config)
     heldout = PROMPTS * 2
-    before = evaluate_policy(policy, tokenizer, heldout, reward, config, seed=123)
+    before = sample_policy(policy, tokenizer, heldout, reward, config, samples=16, seed=123)
     result = run_ppo(policy, tokenizer, PROMPTS, reward, config)
-    after = evaluate_policy(policy, tokenizer, heldout, reward, config, seed=123)
+    after = sample_policy(policy, tokenizer, heldout, reward, config, samples=16, seed=123)
 
-    assert before.kl == 0.0
-    assert after.reward > before.reward + 0.1, (before, after)
+    assert before.kl_to_base == 0.0
+    assert after.mean_reward > before.mean_reward + 0.1, (before, after)
     assert all(r.kl < config.target_kl for r in result.rounds)
-    assert 0.0 < after.kl < config.target_kl
-    assert after.response_length == config.max_new_tokens and after.no_eos_rate == 1.0
+    assert 0.0 < after.kl_to_base < config.target_kl
+    assert after.median_length == config.max_new_tokens and after.no_eos_rate == 1.0
 
 
 # -- saving, warm start, the store's record ----------------------------------------------

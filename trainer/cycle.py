@@ -35,13 +35,13 @@ from storage import Store
 from trainer import distributed
 from trainer.cycle_config import CycleConfig, TrainingConfig
 from trainer.errors import TrainingSkipped
-from trainer.gate import GateResult, PolicyStats, evaluate_gate
+from trainer.gate import GateResult, PolicySamples, evaluate_gate
 from trainer.models import resolve_base_model
 from trainer.publish import next_version_name, publish_adapter, remove_unpublished
 
 if TYPE_CHECKING:
     from storage.records import ModelVersion
-    from trainer.ppo import PolicyEval, PPOResult
+    from trainer.ppo import PPOResult
     from trainer.reward import RewardOutcome
 
 log = logging.getLogger(__name__)
@@ -146,7 +146,8 @@ def _skip_reason(store: Store, config: TrainingConfig, watermark: int, force: bo
 def _train_and_ship(
     store: Store | None, config: TrainingConfig, run_id: int, stage: Callable[[str], None]
 ) -> CycleResult:
-    from trainer.ppo import build_policy, evaluate_policy, run_ppo
+    from trainer.evaluation import sample_policy
+    from trainer.ppo import build_policy, run_ppo
     from trainer.reward import train_reward_model
 
     base = distributed.on_main(resolve_base_model, config.model.source, config.data_dir)
@@ -160,12 +161,25 @@ def _train_and_ship(
 
     stage("ppo")
     live = distributed.on_main(_live_policy, store)
-    ppo_config = replace(config.ppo, rounds=config.cycle.ppo_rounds)
+    # a new seed each cycle: a warm-started policy would otherwise see the same prompt
+    # order and sampling noise every cycle
+    ppo_config = replace(config.ppo, rounds=config.cycle.ppo_rounds, seed=config.ppo.seed + run_id)
     policy, tokenizer = build_policy(base, ppo_config, adapter_dir=live.path or None)
-    eval_seed = config.ppo.seed + 1
-    before = distributed.on_main(
-        evaluate_policy, policy, tokenizer, heldout, reward_fn, ppo_config, seed=eval_seed
-    )
+
+    def gate_samples() -> PolicySamples:
+        # the same seed every cycle and for both policies: answers pair up
+        return sample_policy(
+            policy,
+            tokenizer,
+            heldout,
+            reward_fn,
+            ppo_config,
+            samples=config.gate.samples,
+            seed=config.ppo.seed + 1,
+            max_new_tokens=config.gate.max_new_tokens or None,
+        )
+
+    before = distributed.on_main(gate_samples)
     workdir = Path(config.data_dir) / "runs" / str(run_id) / "adapter"
     ppo = run_ppo(
         policy,
@@ -176,9 +190,7 @@ def _train_and_ship(
         store=store,
         output_dir=workdir if store is not None else None,
     )
-    after = distributed.on_main(
-        evaluate_policy, policy, tokenizer, heldout, reward_fn, ppo_config, seed=eval_seed
-    )
+    after = distributed.on_main(gate_samples)
     return distributed.on_main(
         _gate_and_publish,
         store,
@@ -211,8 +223,8 @@ def _gate_and_publish(
     *,
     reward: RewardOutcome,
     ppo: PPOResult,
-    before: PolicyEval,
-    after: PolicyEval,
+    before: PolicySamples,
+    after: PolicySamples,
     parent: str,
     workdir: Path,
     prompt_counts: tuple[int, int],
@@ -220,18 +232,18 @@ def _gate_and_publish(
     """Gate, log, publish and promote: the main process's part."""
     stage("gate")
     gate = evaluate_gate(
-        _stats(after),
-        _stats(before),
+        after,
+        before,
         config.gate,
         reward_agreement=reward.metrics.get("heldout_accuracy"),
     )
     metrics = {
         "reward_model": reward.version,
         "reward_model_accuracy": reward.metrics.get("heldout_accuracy"),
-        "mean_reward": after.reward,
-        "kl": after.kl,
+        "mean_reward": after.mean_reward,
+        "kl": after.kl_to_base,
         "beta": ppo.kl_coef,
-        "response_length": after.response_length,
+        "response_length": sum(after.lengths) / after.n,
         "median_length": after.median_length,
         "no_eos_rate": after.no_eos_rate,
         "train_prompts": prompt_counts[0],
@@ -260,15 +272,6 @@ def _gate_and_publish(
     stage("promote")
     store.promote(name)
     return CycleResult("promoted", run_id, "", name, gate, metrics)
-
-
-def _stats(evaluation: Any) -> PolicyStats:
-    return PolicyStats(
-        mean_reward=evaluation.reward,
-        kl_to_base=evaluation.kl,
-        median_length=evaluation.median_length,
-        no_eos_rate=evaluation.no_eos_rate,
-    )
 
 
 def _is_number(value: Any) -> bool:

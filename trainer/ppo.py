@@ -2,7 +2,6 @@
 
     build_policy(base_model, config, adapter_dir=None) -> (Policy, tokenizer)
     run_ppo(policy, tokenizer, prompts, reward_fn, config, ...) -> PPOResult
-    evaluate_policy(policy, tokenizer, prompts, reward_fn, config) -> PolicyEval
     load_reward_function("module:func") -> RewardFunction
 
 One round, in the spirit of cleanrl's ppo.py:
@@ -14,9 +13,10 @@ One round, in the spirit of cleanrl's ppo.py:
    `no_eos_penalty` score instead); logprobs of the sampling policy and of the reference
    (the same model with its adapter disabled) from logits divided by the temperature;
    values from a zero-initialised head on the last hidden state; per-token reward
-   `-beta * (logp - ref_logp)` plus the score on the last completion token; GAE;
-3. train: `ppo_epochs` passes over shuffled minibatches, advantages whitened per
-   minibatch, clipped policy and value losses, grad-norm clip, Adam (eps 1e-5).
+   `-beta * (logp - ref_logp)` plus the score on the last completion token; GAE, its
+   advantages whitened over the whole rollout;
+3. train: `ppo_epochs` passes over shuffled minibatches, clipped policy and value
+   losses, grad-norm clip, Adam (eps 1e-5).
 Beta follows the adaptive KL controller of Ziegler et al. 2019. Dropout is off
 everywhere, so the first minibatch of a round sees a ratio of exactly 1.
 
@@ -243,7 +243,7 @@ def read_prompts(path: str | Path) -> list[Prompt]:
     return prompts
 
 
-def _call_reward(reward_fn: RewardFunction, prompts: list[Any], completions: list[str]) -> Tensor:
+def call_reward(reward_fn: RewardFunction, prompts: list[Any], completions: list[str]) -> Tensor:
     scores = [float(s) for s in reward_fn(list(prompts), list(completions))]
     if len(scores) != len(completions):
         raise PPOError(f"the reward function gave {len(scores)} scores for {len(completions)}")
@@ -304,15 +304,20 @@ def generate_rollout(
     prompts: Sequence[Any],
     ids: Sequence[list[int]],
     config: PPOConfig,
+    *,
+    seed: int | None = None,
+    max_new_tokens: int | None = None,
 ) -> Rollout:
-    """Sample one completion per prompt and cut each after its first EOS."""
+    """Sample one completion per prompt and cut each after its first EOS. With a `seed`,
+    each generate call starts from `seed + its first row`, so two policies sampled with
+    the same seed draw the same random numbers batch by batch (the gate pairs them)."""
     eos_id, pad_id = tokenizer.eos_token_id, tokenizer.pad_token_id
     gen_config = GenerationConfig(
         do_sample=True,
         temperature=config.temperature,
         top_k=0,
         top_p=1.0,
-        max_new_tokens=config.max_new_tokens,
+        max_new_tokens=max_new_tokens or config.max_new_tokens,
         eos_token_id=eos_id,
         pad_token_id=pad_id,
         use_cache=config.generation_cache,
@@ -321,6 +326,8 @@ def generate_rollout(
     pieces: list[tuple[Tensor, Tensor, Tensor]] = []
     for start in range(0, len(ids), step):
         input_ids, mask = left_pad(ids[start : start + step], pad_id)
+        if seed is not None:
+            torch.manual_seed(seed + start)
         out = policy.model.generate(
             input_ids=input_ids.to(config.device),
             attention_mask=mask.to(config.device),
@@ -426,6 +433,9 @@ def score_rollout(
     last = (rollout.lengths - 1).to(logprobs.device)  # the EOS index, or R-1 without EOS
     rewards[torch.arange(B, device=mask.device), last] += scores.to(mask.device)
     advantages, returns = compute_gae(rewards, values * mask, mask, config.gamma, config.lam)
+    # whitened once over the whole rollout, so a minibatch whose answers all scored well
+    # still pushes them up rather than being re-centred on its own mean
+    advantages = masked_whiten(advantages, mask)
     return Experience(
         query_responses=rollout.query_responses.to(config.device),
         attention_mask=rollout.attention_mask.to(config.device),
@@ -500,7 +510,7 @@ def minibatch_loss(
     newlogprobs = logprobs_from_logits(
         logits.float() / config.temperature, exp.query_responses[mb_inds, -R:]
     )  # (mb, R)
-    mb_advantages = masked_whiten(exp.advantages[mb_inds], mb_mask)
+    mb_advantages = exp.advantages[mb_inds]  # (mb, R), whitened over the rollout
     pg_loss, pg_clipfrac, approx_kl = PolicyLoss(config.cliprange)(
         newlogprobs, exp.logprobs[mb_inds], mb_advantages, mb_mask
     )
@@ -593,7 +603,7 @@ def ppo_round(
         policy, tokenizer, [p for p, _ in batch], [i for _, i in batch], config
     )
     t1 = _clock(config)
-    raw_scores = _call_reward(reward_fn, rollout.prompts, rollout.completions)
+    raw_scores = call_reward(reward_fn, rollout.prompts, rollout.completions)
     scores = apply_no_eos_penalty(raw_scores, rollout.has_eos, config)
     logprobs, ref_logprobs, values, entropy = sequence_logprobs(policy, rollout, config)
     beta = kl_ctl.value
@@ -760,52 +770,3 @@ def _train(
     distributed.check_in_sync(policy, kl_ctl.value)
     policy.kl_coef = kl_ctl.value
     return PPOResult(rounds=rounds, kl_coef=kl_ctl.value)
-
-
-# -- evaluation (what the gate reads) -------------------------------------------------
-
-
-@dataclass
-class PolicyEval:
-    """One sampled completion per held-out prompt, scored."""
-
-    reward: float  # mean score, no-EOS penalty included
-    raw_reward: float  # mean of the reward function's own scores
-    kl: float  # KL to the base model, nats per completion (k1 mean over samples)
-    response_length: float  # mean completion tokens, EOS included
-    median_length: float  # median completion tokens (what the gate bounds)
-    no_eos_rate: float
-    n: int
-
-
-def evaluate_policy(
-    policy: Policy,
-    tokenizer: PreTrainedTokenizerBase,
-    prompts: Sequence[Prompt],
-    reward_fn: RewardFunction,
-    config: PPOConfig,
-    *,
-    seed: int | None = None,
-) -> PolicyEval:
-    """Mean reward, KL to the base, length and no-EOS rate on `prompts` (one sample each,
-    at the configured temperature; the same seed gives two policies the same noise)."""
-    encoded = encode_prompts(tokenizer, prompts, config)
-    if not encoded:
-        raise PPOError("no usable prompts to evaluate on")
-    torch.manual_seed(config.seed if seed is None else seed)
-    rollout = generate_rollout(
-        policy, tokenizer, [p for p, _ in encoded], [i for _, i in encoded], config
-    )
-    raw_scores = _call_reward(reward_fn, rollout.prompts, rollout.completions)
-    scores = apply_no_eos_penalty(raw_scores, rollout.has_eos, config)
-    logprobs, ref_logprobs, _, _ = sequence_logprobs(policy, rollout, config, with_values=False)
-    mask = rollout.response_mask.to(logprobs.device)
-    return PolicyEval(
-        reward=scores.mean().item(),
-        raw_reward=raw_scores.mean().item(),
-        kl=(kl_k1(logprobs, ref_logprobs) * mask).sum(1).mean().item(),
-        response_length=rollout.lengths.float().mean().item(),
-        median_length=rollout.lengths.float().median().item(),
-        no_eos_rate=1.0 - rollout.has_eos.float().mean().item(),
-        n=len(encoded),
-    )

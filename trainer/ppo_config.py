@@ -20,7 +20,7 @@ class PPOConfig:
     rounds: int = 1
     """PPO rounds per run; each samples `rollout_batch_size` prompts, scores, then trains."""
 
-    rollout_batch_size: int = 16
+    rollout_batch_size: int = 32
     """Prompts sampled (one completion each) per round."""
 
     minibatch_size: int = 4
@@ -67,8 +67,10 @@ class PPOConfig:
     """KL to the base (nats per completion) the adaptive controller steers beta towards
     (Ziegler et al. 2019); empty/None keeps beta fixed."""
 
-    horizon: int = 2000
-    """Adaptive controller horizon in samples: beta moves at most 20% per `horizon` samples."""
+    horizon: int = 128
+    """Adaptive controller horizon in samples: beta moves at most 20% per `horizon` samples,
+    so 5% per default round. (Ziegler et al. used 10,000 with 512-sample batches; a cycle
+    here draws about a hundred samples, and a horizon of thousands would never move.)"""
 
     cliprange: float = 0.2
     """Policy ratio clip epsilon."""
@@ -85,9 +87,13 @@ class PPOConfig:
     lam: float = 0.95
     """GAE lambda."""
 
-    no_eos_penalty: float | None = -1.0
+    no_eos_penalty: float | None = None
     """Score given instead of the reward to a completion that never emits EOS; empty/None
-    scores such completions like any other."""
+    (the default) scores such completions like any other. Most SmolLM2 answers run past
+    a rollout of `max_new_tokens`: with a fixed -1, 88% of a round's samples scored -1
+    whatever they said (measured), and PPO learned length, not taste. The reward model
+    reads the tokens it is given, so a truncated answer is judged on what it says so far;
+    the gate checks missing EOS at the serving length instead."""
 
     seed: int = 0
     """Seeds prompt order, sampling, minibatch shuffling and a fresh adapter."""
