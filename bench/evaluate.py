@@ -4,6 +4,7 @@ the held-out prompts, and every cycle's reward model against the oracle."""
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,15 @@ from bench.measure import (
     sample_answers,
     usable_prompts,
 )
-from bench.winrate import bootstrap_ci, median_ratio, outcomes, sign_agreement, win_rate
+from bench.winrate import (
+    bootstrap_ci,
+    decisive_win_rate,
+    median_ratio,
+    outcomes,
+    sign_agreement,
+    tie_share,
+    win_rate,
+)
 
 
 def evaluate_versions(
@@ -84,6 +93,10 @@ def evaluate_versions(
         "temperature": sampling.temperature,
         "max_new_tokens": sampling.max_new_tokens,
         "reference_mean_oracle_score": statistics.fmean(reference_scores),
+        "reference_median_length": statistics.median(reference.lengths),
+        "reference_no_eos_rate": 1 - statistics.fmean(reference.has_eos),
+        "config_file": args.config,
+        "environment": environment_settings(dict(os.environ)),
     }
     return {"versions": rows, "cycles": cycles, "settings": settings}
 
@@ -97,9 +110,16 @@ def version_row(
     reference_scores: list[float],
     args: argparse.Namespace,
 ) -> dict[str, Any]:
-    """One version's row of the report (DESIGN.md's keys first)."""
+    """One version's row of the report (DESIGN.md's keys first).
+
+    Both intervals resample whole prompts (every sample of a prompt together). Lengths
+    and the no-EOS rate are of the answers measured here, generated at the benchmark's
+    serving length (`--max-new-tokens`, what the simulated users' chats ask for).
+    """
     groups = answers.by_prompt(outcomes(scores, reference_scores))
     low, high = bootstrap_ci(groups, n_resamples=args.bootstrap, seed=args.seed)
+    decisive = decisive_win_rate(groups)
+    d_low, d_high = bootstrap_ci(groups, n_resamples=args.bootstrap, seed=args.seed, decisive=True)
     return {
         "name": name,
         "oracle_win_rate_vs_base": win_rate(groups),
@@ -107,6 +127,10 @@ def version_row(
         "kl_to_base": statistics.fmean(answers.kl),
         "median_length_ratio": median_ratio(answers.lengths, reference.lengths),
         "status": status,
+        "tie_share": tie_share(groups),
+        "decisive_win_rate": decisive,
+        "decisive_ci95": None if decisive is None else [d_low, d_high],
+        "answer_pairs": len(scores),
         "median_length": statistics.median(answers.lengths),
         "no_eos_rate": 1 - statistics.fmean(answers.has_eos),
         "mean_oracle_score": statistics.fmean(scores),
@@ -128,3 +152,16 @@ def reward_agreement(
         predicted += [r - q for r, q in zip(reward, reward_reference, strict=True)]
         truth += [s - q for s, q in zip(scores, reference_scores, strict=True)]
     return sign_agreement(predicted, truth)
+
+
+SECRET_WORDS = ("TOKEN", "SECRET", "KEY", "PASSWORD")
+
+
+def environment_settings(environ: dict[str, str]) -> dict[str, str]:
+    """The `RLHF_CHAT_*` settings the caller's environment gave the server and the
+    measurement (they override the config file and the defaults); secrets hidden."""
+    return {
+        k: "(hidden)" if any(w in k for w in SECRET_WORDS) else v
+        for k, v in sorted(environ.items())
+        if k.startswith("RLHF_CHAT_")
+    }

@@ -10,13 +10,16 @@
    `/api/version` for the promoted version going live);
 3. stop the server, load every policy version from DIR/data and let each answer the
    held-out prompts; the oracle judges each answer against a base answer to the same
-   prompt (win rate, ties half, bootstrap 95% interval over prompts), with the KL to
-   the base model and the median length relative to base; each cycle's reward model
-   is checked against the oracle on the same answers;
+   prompt (win rate, ties half, bootstrap 95% interval over prompts; the tie share and
+   the win rate over decisive pairs), with the KL to the base model, the median length
+   and the no-EOS rate at the serving length; each cycle's reward model is checked
+   against the oracle on the same answers;
 4. write DIR/report.json, PNG plots and DIR/report.md.
 
 Settings for the server come from the caller's environment and `--config`, as for
-`rlhf-chat serve`; the measurement reads the same configuration. The train prompts
+`rlhf-chat serve`; without `--config` the product defaults apply. The measurement reads
+the same configuration, and the report says which file (if any) and which `RLHF_CHAT_*`
+variables were used. The train prompts
 drive the voting, the held-out prompts only the measurement.
 """
 
@@ -49,14 +52,21 @@ def build_parser(prog: str = "rlhf-chat bench loop") -> argparse.ArgumentParser:
     p.add_argument("--noise", type=float, default=0.5, help="voters' noise, in oracle units")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--concurrency", type=int, default=4, help="simulated requests in flight")
-    p.add_argument("--max-new-tokens", type=int, default=64, help="answer length, votes and eval")
-    p.add_argument("--config", metavar="FILE", help="TOML config for the server")
+    p.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=64,
+        help="serving length: answers in battles, chats and the measurement (default 64)",
+    )
+    p.add_argument(
+        "--config", metavar="FILE", help="TOML config for the server (default: none, the defaults)"
+    )
     p.add_argument("--prompts", type=Path, default=PROMPTS / "train.jsonl", metavar="FILE")
     p.add_argument(
         "--heldout-prompts", type=Path, default=PROMPTS / "heldout.jsonl", metavar="FILE"
     )
     p.add_argument("--heldout", type=int, default=0, help="use the first N held-out prompts")
-    p.add_argument("--samples", type=int, default=1, help="answers per held-out prompt")
+    p.add_argument("--samples", type=int, default=2, help="answers per held-out prompt (default 2)")
     p.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples")
     p.add_argument("--cycle-timeout", type=float, default=7200, help="seconds per cycle at most")
     return p
@@ -185,6 +195,7 @@ def main(argv: list[str] | None = None, *, prog: str = "rlhf-chat bench loop") -
     cycles = []
     with running_server(data_dir, env=server_env(token, dict(os.environ)), args=server_args) as s:
         print(f"server at {s.url}, data in {data_dir}", flush=True)
+        print(f"config: {args.config or 'none (the product defaults)'}", flush=True)
         loop = Loop(s, token, oracle, prompts, args)
         for k in range(1, args.cycles + 1):
             cycles.append(loop.run_cycle(k))
@@ -202,12 +213,18 @@ def main(argv: list[str] | None = None, *, prog: str = "rlhf-chat bench loop") -
 
 
 def print_summary(report: dict[str, Any]) -> None:
-    print("version     win rate vs base   95% interval     KL to base  length ratio")
+    print(
+        "version     win rate vs base   95% interval     ties  decisive  KL to base"
+        "  length ratio  no EOS"
+    )
     for v in report["versions"]:
         lo, hi = v["ci95"]
+        decisive = v.get("decisive_win_rate")
         print(
             f"{v['name']:10}  {v['oracle_win_rate_vs_base']:>16.3f}   [{lo:.3f}, {hi:.3f}]"
-            f"   {v['kl_to_base']:>10.3f}  {v['median_length_ratio']:>12.2f}"
+            f"  {v['tie_share']:>5.0%}  {'n/a' if decisive is None else f'{decisive:.3f}':>8}"
+            f"  {v['kl_to_base']:>10.3f}  {v['median_length_ratio']:>12.2f}"
+            f"  {v['no_eos_rate']:>6.0%}"
         )
     for c in report["cycles"]:
         acc = c["reward_model_accuracy"]

@@ -88,29 +88,54 @@ def _num(value: Any, digits: int = 3) -> str:
     return str(value)
 
 
+def _interval(pair: Any) -> str:
+    return "n/a" if pair is None else f"[{_num(pair[0])}, {_num(pair[1])}]"
+
+
+def _share(value: Any) -> str:
+    return "n/a" if value is None else f"{value:.0%}"
+
+
+def config_line(settings: dict[str, Any]) -> str:
+    """Which settings the run used: a config file or the product defaults, and any
+    `RLHF_CHAT_*` environment settings on top."""
+    config = settings.get("config_file")
+    line = f"Config file `{config}`" if config else "No config file (the product defaults)"
+    env = settings.get("environment") or {}
+    if env:
+        line += ", with " + ", ".join(f"`{k}={v}`" for k, v in env.items())
+    return line + "."
+
+
 def markdown(report: dict[str, Any]) -> str:
     s = report.get("settings", {})
     lines = [
         "# Loop benchmark",
         "",
-        f"Oracle `{s.get('oracle')}`, model `{s.get('model_source')}`. Cycles: "
-        f"{s.get('cycles')}, each after {s.get('votes_per_cycle')} battle votes and "
+        f"Oracle `{s.get('oracle')}`, model `{s.get('model_source')}`. {config_line(s)} "
+        f"Cycles: {s.get('cycles')}, each after {s.get('votes_per_cycle')} battle votes and "
         f"{s.get('chats_per_cycle')} thumbed chats by {s.get('users')} simulated users "
         f"(noise {s.get('noise')}). Win rates: {s.get('heldout_prompts')} held-out prompts, "
         f"{s.get('samples')} sample(s) each at temperature {s.get('temperature')} and at most "
-        f"{s.get('max_new_tokens')} new tokens, each answer against a base answer to the same "
-        "prompt; ties count half. All numbers come from this one run.",
+        f"{s.get('max_new_tokens')} new tokens (the serving length of the simulated chats), "
+        "each answer against a base answer to the same prompt; ties count half. Intervals "
+        "are 95% bootstrap intervals resampling whole prompts. A tie is a pair the oracle "
+        "scores equal; the decisive win rate leaves ties out. Lengths are in tokens; no EOS "
+        "is the share of answers cut at the token limit. All numbers come from this one run.",
         "",
-        "| version | status | win rate vs base | 95% interval | KL to base | median length "
-        "ratio | mean oracle score |",
-        "|---|---|---|---|---|---|---|",
+        "| version | status | win rate vs base | 95% interval | tie share | decisive win rate "
+        "| 95% interval | KL to base | median length | length ratio | no EOS "
+        "| mean oracle score |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for v in report["versions"]:
-        lo, hi = v["ci95"]
         lines.append(
             f"| {v['name']} | {v.get('status', '')} | {_num(v['oracle_win_rate_vs_base'])} | "
-            f"[{_num(lo)}, {_num(hi)}] | {_num(v['kl_to_base'])} | "
-            f"{_num(v['median_length_ratio'], 2)} | {_num(v.get('mean_oracle_score'))} |"
+            f"{_interval(v['ci95'])} | {_share(v.get('tie_share'))} | "
+            f"{_num(v.get('decisive_win_rate'))} | {_interval(v.get('decisive_ci95'))} | "
+            f"{_num(v['kl_to_base'])} | {_num(v.get('median_length'), 1)} | "
+            f"{_num(v['median_length_ratio'], 2)} | {_share(v.get('no_eos_rate'))} | "
+            f"{_num(v.get('mean_oracle_score'))} |"
         )
     lines += [
         "",

@@ -1,12 +1,24 @@
 """The loop benchmark: win rates and intervals against hand-computed cases, the report
 writer, and a one-cycle loop on the tiny model that writes a valid report."""
 
+import argparse
 import json
+import math
 
 import pytest
 
-from bench.report import write_report
-from bench.winrate import bootstrap_ci, median_ratio, outcomes, sign_agreement, win_rate
+from bench.evaluate import environment_settings, version_row
+from bench.measure import Answers
+from bench.report import markdown, write_report
+from bench.winrate import (
+    bootstrap_ci,
+    decisive_win_rate,
+    median_ratio,
+    outcomes,
+    sign_agreement,
+    tie_share,
+    win_rate,
+)
 from tests.test_loop_e2e import tiny_loop_env
 
 
@@ -38,6 +50,81 @@ def test_bootstrap_interval_by_hand():
     assert low < 0.75 < high and (low, high) == bootstrap_ci(many, seed=1)
     # binomial standard error sqrt(.75 * .25 / 40) = 0.068: the interval is about +-1.96 of it
     assert 0.2 < high - low < 0.34
+
+
+def test_tie_share_and_decisive_win_rate_by_hand():
+    groups = [[1.0, 0.5], [0.5, 0.5], [0.0, 1.0]]
+    assert 0.5 == tie_share(groups)  # 3 ties in 6 pairs
+    assert 2 / 3 == decisive_win_rate(groups)  # 2 wins, 1 loss, ties left out
+    assert 7 / 12 == win_rate(groups)  # (1 + 0.5 * 3 + 1) / 6: ties pull towards 0.5
+    assert decisive_win_rate([[0.5], [0.5]]) is None
+    assert 0.0 == tie_share([[1.0, 0.0]]) and 0.5 == decisive_win_rate([[1.0, 0.0]])
+    with pytest.raises(ValueError):
+        tie_share([])
+
+
+def test_decisive_interval_resamples_prompts_and_skips_all_tie_resamples():
+    # prompt A: a win and a tie, prompt B: a loss and a tie. Resamples: AA (1/4) gives
+    # 1.0, BB (1/4) gives 0.0, AB (1/2) gives 0.5: the interval spans [0, 1]
+    assert (0.0, 1.0) == bootstrap_ci([[1.0, 0.5], [0.0, 0.5]], decisive=True, seed=0)
+    # a prompt with only ties adds nothing: the other prompt's wins decide every resample
+    # that has any decisive pair, and resamples of the tie prompt alone are skipped
+    assert (1.0, 1.0) == bootstrap_ci([[1.0, 1.0], [0.5, 0.5]], decisive=True, seed=0)
+    low, high = bootstrap_ci([[0.5], [0.5]], decisive=True)
+    assert math.isnan(low) and math.isnan(high)
+
+
+def test_clustered_interval_is_wider_than_treating_samples_as_independent():
+    # 20 prompts, 4 samples each, every sample of a prompt the same outcome: the 80
+    # outcomes carry only 20 prompts' worth of evidence
+    clustered = [[1.0] * 4] * 12 + [[0.0] * 4] * 8
+    independent = [[o] for g in clustered for o in g]
+    low, high = bootstrap_ci(clustered, seed=0)
+    i_low, i_high = bootstrap_ci(independent, seed=0)
+    assert win_rate(clustered) == win_rate(independent) == 0.6
+    # sd of a proportion: sqrt(.6 * .4 / 20) = 0.11 against sqrt(.6 * .4 / 80) = 0.055
+    assert 0.35 < high - low < 0.5 and 0.17 < i_high - i_low < 0.25
+
+
+def test_version_row_from_hand_made_answers():
+    def answers(lengths, has_eos):
+        n = len(lengths)
+        return Answers(
+            version="x",
+            prompts=["p", "q"] * (n // 2),
+            texts=["t"] * n,
+            lengths=lengths,
+            has_eos=has_eos,
+            kl=[0.5] * n,
+            n_prompts=2,
+        )
+
+    # 2 prompts x 2 samples; answer i is to prompt i % 2: outcomes p: [win, tie], q: [tie, loss]
+    version = answers([10, 20, 30, 40], [True, False, False, False])
+    reference = answers([20, 20, 20, 20], [True, True, False, False])
+    args = argparse.Namespace(bootstrap=200, seed=0)
+    row = version_row("v1", "live", version, [2.0, 1.0, 1.0, 0.0], reference, [1.0] * 4, args)
+    assert 0.5 == row["oracle_win_rate_vs_base"] and 0.5 == row["tie_share"]
+    assert 0.5 == row["decisive_win_rate"] and [0.0, 1.0] == row["decisive_ci95"]
+    assert 0.75 == row["no_eos_rate"] and 25 == row["median_length"]
+    assert 1.25 == row["median_length_ratio"] and 4 == row["answer_pairs"]
+    assert 0.5 == row["kl_to_base"]
+    ties = version_row("base", "retired", version, [1.0] * 4, reference, [1.0] * 4, args)
+    assert ties["decisive_win_rate"] is None is ties["decisive_ci95"]
+    assert 1.0 == ties["tie_share"] and 0.5 == ties["oracle_win_rate_vs_base"]
+    json.dumps(row, allow_nan=False)
+
+
+def test_report_says_which_config_was_used():
+    env = {"RLHF_CHAT_PPO_ROUNDS": "2", "RLHF_CHAT_AUTH_ADMIN_TOKEN": "s3cret", "HOME": "/h"}
+    assert {
+        "RLHF_CHAT_AUTH_ADMIN_TOKEN": "(hidden)",
+        "RLHF_CHAT_PPO_ROUNDS": "2",
+    } == environment_settings(env)
+    report = {"versions": [], "cycles": [], "settings": {"config_file": None, "environment": {}}}
+    assert "No config file (the product defaults)." in markdown(report)
+    report["settings"] = {"config_file": "x.toml", "environment": {"RLHF_CHAT_A": "1"}}
+    assert "Config file `x.toml`, with `RLHF_CHAT_A=1`." in markdown(report)
 
 
 def test_median_ratio_and_sign_agreement():
@@ -84,6 +171,7 @@ def test_report_files(tmp_path):
     assert report == json.loads((tmp_path / "report.json").read_text())
     md = (tmp_path / "report.md").read_text()
     assert "| v1 |" in md and "[0.600, 0.800]" in md and "![" in md
+    assert "| tie share | decisive win rate |" in md and "| no EOS |" in md
     assert [] == report_shape_errors(report)
 
 
