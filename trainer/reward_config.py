@@ -110,8 +110,9 @@ class RewardConfig:
     normalize_samples: int = 32
     """How many prompts (and so answers) normalization uses."""
 
-    normalize_max_new_tokens: int = 64
-    """Length limit of each base-model answer sampled for normalization."""
+    normalize_max_new_tokens: int = 48
+    """Length limit of each base-model answer sampled for normalization: PPO's answer
+    length (`ppo.max_new_tokens`), so the scores PPO sees have mean 0 and std 1."""
 
     normalize_temperature: float = 0.7
     """Sampling temperature of those answers (the serving temperature)."""
