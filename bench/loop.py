@@ -165,12 +165,17 @@ class Loop:
         return httpx.get(f"{self.server.url}/api/leaderboard", timeout=60).json()
 
 
-def server_env(admin_token: str, environ: dict[str, str]) -> dict[str, str]:
-    """What the benchmark's server must have: its admin token, no scheduled cycles, and
-    a quick version watcher (unless the caller set one)."""
+def server_env(
+    admin_token: str, environ: dict[str, str], max_new_tokens: int | None = None
+) -> dict[str, str]:
+    """What the benchmark's server must have: its admin token, no scheduled cycles, a
+    quick version watcher, and the benchmark's answer length as the serving length (the
+    gate measures length and missing EOS there), unless the caller set them."""
     env = {"RLHF_CHAT_AUTH_ADMIN_TOKEN": admin_token, "RLHF_CHAT_SCHEDULE_ENABLED": "false"}
     if "RLHF_CHAT_SERVING_VERSION_POLL_SECONDS" not in environ:
         env["RLHF_CHAT_SERVING_VERSION_POLL_SECONDS"] = "1"
+    if max_new_tokens and "RLHF_CHAT_SERVING_MAX_NEW_TOKENS" not in environ:
+        env["RLHF_CHAT_SERVING_MAX_NEW_TOKENS"] = str(max_new_tokens)
     return env
 
 
@@ -193,7 +198,8 @@ def main(argv: list[str] | None = None, *, prog: str = "rlhf-chat bench loop") -
     token = secrets.token_urlsafe(32)
     server_args = ["--config", args.config] if args.config else []
     cycles = []
-    with running_server(data_dir, env=server_env(token, dict(os.environ)), args=server_args) as s:
+    env = server_env(token, dict(os.environ), args.max_new_tokens)
+    with running_server(data_dir, env=env, args=server_args) as s:
         print(f"server at {s.url}, data in {data_dir}", flush=True)
         print(f"config: {args.config or 'none (the product defaults)'}", flush=True)
         loop = Loop(s, token, oracle, prompts, args)
