@@ -7,8 +7,10 @@ Routes are registered on the FastAPI app before Gradio is mounted on it.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import math
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,16 +23,22 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from app.auth import Accounts, TooManyAttempts
 from app.chat import SIGN_IN_REQUIRED, UNSAVED, ChatService, InputError, check_id
 from app.identity import Identity, InvalidToken
-from app.serving import BackendError
+from app.limits import SessionLimit
+from app.serving import BackendError, Busy
 from storage import NotFound, StorageUnavailable, Store
 
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 1_000_000
+MAX_PAGE_BODY_BYTES = 8_000_000  # the page's own routes: a whole chat history, or an upload
 
 
-def error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
+def error(status: int, message: str, *, retry_after_s: float | None = None) -> JSONResponse:
+    """The API's error: `{"error": message}`; with `retry_after_s`, a `Retry-After` header."""
+    headers = None
+    if retry_after_s is not None:
+        headers = {"Retry-After": str(max(1, math.ceil(retry_after_s)))}
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
 async def _json_body(request: Request) -> dict[str, Any]:
@@ -85,14 +93,25 @@ def bearer_user(
 
 
 def install_api(
-    app: FastAPI, service: ChatService, identity: Identity, accounts: Accounts | None = None
+    app: FastAPI,
+    service: ChatService,
+    identity: Identity,
+    accounts: Accounts | None = None,
+    sessions: SessionLimit | None = None,
 ) -> None:
-    """Register the routes, the error handlers and the body-size guard on `app`."""
+    """Register the routes, the error handlers and the body-size guard on `app`;
+    `sessions` limits new identities per client address."""
     store, backend = service.store, service.backend
 
     @app.exception_handler(InputError)
     async def _input_error(request: Request, exc: InputError) -> JSONResponse:
-        return error(exc.status, exc.message)
+        return error(exc.status, exc.message, retry_after_s=exc.retry_after_s)
+
+    @app.exception_handler(BackendError)
+    async def _backend_error(request: Request, exc: BackendError) -> JSONResponse:
+        # the model could not take or write the answer: say why, never a bare 500
+        retry = exc.retry_after_s if isinstance(exc, Busy) else None
+        return error(503, str(exc), retry_after_s=retry)
 
     @app.exception_handler(StorageUnavailable)
     async def _storage_error(request: Request, exc: StorageUnavailable) -> JSONResponse:
@@ -111,19 +130,21 @@ def install_api(
     @app.middleware("http")
     async def _limit_body(request: Request, call_next: Any) -> Any:
         length = request.headers.get("content-length")
-        if request.url.path.startswith("/api/") and length and length.isdigit():
-            if int(length) > MAX_BODY_BYTES:
-                return error(413, f"request body too large (at most {MAX_BODY_BYTES} bytes)")
+        if length and length.isdigit():
+            limit = MAX_BODY_BYTES if request.url.path.startswith("/api/") else MAX_PAGE_BODY_BYTES
+            if int(length) > limit:
+                return error(413, f"request body too large (at most {limit} bytes)")
         return await call_next(request)
 
     def user_id(request: Request) -> int:
         return bearer_user(request, identity, store, accounts)
 
     @app.get("/healthz")
-    def healthz() -> dict[str, Any]:
+    async def healthz() -> dict[str, Any]:
         # 200 even when degraded: the page still loads and says what is wrong, and a
-        # container health check does not restart the web process for a model server's outage
-        problem = backend.health()
+        # container health check does not restart the web process for a model server's outage.
+        # Not in the request thread pool, which a full queue of chats can occupy: fast under load
+        problem = await asyncio.to_thread(backend.health)
         if problem is None:
             return {"status": "ok", "live_version": backend.live_version}
         return {"status": "degraded", "live_version": backend.live_version, "problem": problem}
@@ -139,9 +160,12 @@ def install_api(
         }
 
     @app.post("/api/session")
-    def session() -> dict[str, Any]:
+    def session(request: Request) -> dict[str, Any]:
         if accounts is not None and not accounts.anonymous_allowed:
             raise InputError(403, SIGN_IN_REQUIRED)
+        if sessions is not None:
+            peer = request.client.host if request.client else None
+            sessions.admit(sessions.address(request.headers, peer))
         user = store.create_user("anon")
         return {"user_token": identity.issue(user.id), "user_id": user.id}
 

@@ -27,7 +27,13 @@ from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from app.chat import ChatService, InputError, check_id, store_errors_as_input_errors
+from app.chat import (
+    ChatService,
+    InputError,
+    check_id,
+    sampling_record,
+    store_errors_as_input_errors,
+)
 from app.config import ArenaConfig
 from app.serving import BackendError, Reply, SamplingParams
 from storage import AlreadyVoted, Battle, Message, StoreError
@@ -90,16 +96,16 @@ class VoteLimiter:
         self._times: dict[int, deque[float]] = {}
         self._lock = threading.Lock()
 
-    def allow(self, user_id: int) -> bool:
-        """Count one vote by `user_id` now, unless it would exceed the limit."""
+    def allow(self, user_id: int, n: int = 1) -> bool:
+        """Count `n` votes (or answers) by `user_id` now, unless they would exceed the limit."""
         now = self._clock()
         with self._lock:
             times = self._times.setdefault(user_id, deque())
             while times and times[0] <= now - self.window_s:
                 times.popleft()
-            if len(times) >= self.max_votes:
+            if len(times) + n > self.max_votes:
                 return False
-            times.append(now)
+            times.extend([now] * n)
             return True
 
 
@@ -207,9 +213,14 @@ class ArenaService:
         )
 
     def start(self, user_id: int, messages: Any, *, max_new_tokens: Any = None) -> BattleTurn:
-        """Check the request, store the user's message and start both answers."""
+        """Check the request, store the user's message and start both answers.
+
+        A battle counts as two answers against the chat limit. Its prompt is the last
+        user message alone, as stored: earlier turns a client sends are not used.
+        """
         cleaned = self.chat.clean_messages(messages)
         self.chat.check_user(user_id)
+        self.chat.count_answers(user_id, 2)
         pairing = self.pairing(self.chat.sampling(None, max_new_tokens))
         sides = list(pairing.sides)
         self.rng.shuffle(sides)  # which version is A is part of the blind
@@ -225,9 +236,9 @@ class ArenaService:
         try:
             for side in sides:
                 replies.append(
-                    self.backend.stream(cleaned, version=side.version, params=side.params)
+                    self.chat.stream(cleaned[-1:], version=side.version, params=side.params)
                 )
-        except BackendError:
+        except (BackendError, InputError):
             for reply in replies:
                 reply.cancel()
             raise
@@ -249,7 +260,7 @@ class ArenaService:
                 side.text,
                 parent_id=turn.prompt.id,
                 version=side.reply.version,
-                sampling=side.params.as_dict(),
+                sampling=sampling_record(side.params, side.reply),
                 latency_ms=side.reply.latency_ms,
                 n_tokens=side.reply.n_tokens,
             )

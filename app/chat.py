@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.config import ServingConfig
-from app.serving import BackendError, ChatBackend, Reply, SamplingParams
+from app.serving import BackendError, Busy, ChatBackend, Reply, SamplingParams
 from storage import Feedback, Message, StorageUnavailable, Store
 from storage import Forbidden as StoreForbidden
 from storage import InvalidValue as StoreInvalid
@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 
 ROLES_FROM_CLIENTS = ("user", "assistant")
 
+
+BUSY = "The server is busy: try again in a few seconds."
 
 UNSAVED = (
     "The answer could not be saved (the server's storage is unavailable): it cannot be "
@@ -40,10 +42,11 @@ SIGN_IN_REQUIRED = (
 class InputError(Exception):
     """A request the app refuses; `status` is the HTTP code, the message is for the user."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, *, retry_after_s: float | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.retry_after_s = retry_after_s  # the API sends it as `Retry-After`
 
 
 def check_id(value: Any, name: str) -> int:
@@ -114,14 +117,26 @@ class ChatService:
         if user.kind == "anon":
             raise InputError(403, SIGN_IN_REQUIRED)
 
-    def _count_answer(self, user_id: int) -> None:
-        """One more answer for `user_id`, or HTTP 429 past `serving.chats_per_window`."""
-        if not self.limiter.allow(user_id):
+    def count_answers(self, user_id: int, n: int = 1) -> None:
+        """`n` more answers for `user_id` (a battle is two), or HTTP 429 past
+        `serving.chats_per_window`; HTTP 503 first when the backend's queue has no room
+        for them (then nothing is counted)."""
+        if not self.backend.has_room(n):
+            raise InputError(503, BUSY, retry_after_s=Busy.retry_after_s)
+        if not self.limiter.allow(user_id, n):
             raise InputError(
                 429,
                 f"too many messages: at most {self.config.chats_per_window} every "
-                f"{self.config.chat_window_s:g} seconds; wait a moment",
+                f"{self.config.chat_window_s:g} seconds (a battle counts as two); wait a moment",
+                retry_after_s=self.config.chat_window_s,
             )
+
+    def stream(self, context: list[dict[str, str]], **kwargs: Any) -> Reply:
+        """Start an answer on the backend; a full queue is HTTP 503 (`Retry-After`)."""
+        try:
+            return self.backend.stream(context, **kwargs)
+        except Busy as exc:
+            raise InputError(503, BUSY, retry_after_s=exc.retry_after_s) from exc
 
     # -- checks -----------------------------------------------------------------------
 
@@ -182,11 +197,20 @@ class ChatService:
         conversation_id: int | None = None,
         params: SamplingParams | None = None,
     ) -> Turn:
-        """Check the request, store the user's message and start the answer."""
+        """Check the request, store the user's message and start the answer.
+
+        The model sees what is stored, so that the context recorded for an answer is the
+        context it was written for: the conversation so far as stored (the chain of
+        parents up to its newest message) and the new user message. Earlier turns a
+        client sends are not used; a new conversation starts from its last user message.
+        Only when storage is unavailable (nothing is stored) does the model see the
+        turns as sent.
+        """
         cleaned = self.clean_messages(messages)
         params = params or self.sampling()
         self.check_user(user_id)
-        self._count_answer(user_id)
+        self.count_answers(user_id)
+        context = cleaned[-1:]
         try:
             if conversation_id is None:
                 conversation_id = self.store.create_conversation(
@@ -195,19 +219,18 @@ class ChatService:
             else:
                 self.store.owned_conversation(conversation_id, user_id)
             previous = self.store.conversation_messages(conversation_id)
+            parent_id = previous[-1].id if previous else None
+            context = [_turn(m) for m in _path_to(previous, parent_id)] + cleaned[-1:]
             user_message: Message | None = self.store.add_message(
-                conversation_id,
-                "user",
-                cleaned[-1]["content"],
-                parent_id=previous[-1].id if previous else None,
+                conversation_id, "user", cleaned[-1]["content"], parent_id=parent_id
             )
         except StorageUnavailable as exc:
             # a full or read-only disk must not silence the chat: answer, unsaved
             log.warning("chat answered without storing it: %s", exc)
-            user_message = None
+            user_message, context = None, cleaned
         except Exception as exc:
             raise store_errors_as_input_errors(exc) from exc
-        reply = self.backend.stream(cleaned, params=params)
+        reply = self.stream(context, params=params)
         return Turn(conversation_id, user_message, reply, params)
 
     def finish(self, turn: Turn) -> Message | None:
@@ -229,7 +252,7 @@ class ChatService:
             turn.text,
             parent_id=turn.user_message.id,
             version=turn.reply.version,
-            sampling=turn.sampling.as_dict(),
+            sampling=sampling_record(turn.sampling, turn.reply),
             latency_ms=turn.reply.latency_ms,
             n_tokens=turn.reply.n_tokens,
         )
@@ -245,15 +268,15 @@ class ChatService:
         """A new sample for the same prompt; the old answer is marked retried."""
         self.check_user(user_id)
         old = self._owned_answer(message_id, user_id)
-        self._count_answer(user_id)
+        self.count_answers(user_id)
         history = self.store.conversation_messages(old.conversation_id)
-        context = [{"role": m.role, "content": m.content} for m in _path_to(history, old.parent_id)]
+        context = [_turn(m) for m in _path_to(history, old.parent_id)]
         self.store.add_feedback(message_id, user_id, "retry")
         user_message = self.store.get_message(old.parent_id) if old.parent_id else None
         if user_message is None or not context:
             raise InputError(400, "this answer has no prompt to retry")
         params = params or self.sampling()
-        reply = self.backend.stream(context, params=params)
+        reply = self.stream(context, params=params)
         return Turn(old.conversation_id, user_message, reply, params)
 
     # -- feedback ---------------------------------------------------------------------
@@ -296,6 +319,19 @@ class ChatService:
         if message.role != "assistant":
             raise InputError(400, f"message {message_id} is not an answer")
         return message
+
+
+def sampling_record(params: SamplingParams, reply: Reply) -> dict[str, Any]:
+    """What is stored as an answer's sampling: the parameters, and how many of the
+    oldest turns of its stored context the model did not see (`serving.max_prompt_tokens`)."""
+    record = params.as_dict()
+    if reply.dropped_turns:
+        record["dropped_turns"] = reply.dropped_turns
+    return record
+
+
+def _turn(message: Message) -> dict[str, str]:
+    return {"role": message.role, "content": message.content}
 
 
 def _as_text(content: Any) -> str | None:

@@ -106,7 +106,40 @@ class ServingConfig:
     more get HTTP 429."""
 
     chat_window_s: float = 60.0
-    """The sliding window of the chat rate limit, in seconds."""
+    """The sliding window of the chat rate limit, in seconds. A battle counts as two answers."""
+
+    max_prompt_tokens: int = 2048
+    """The longest prompt a model is given: past it the oldest turns are left out (the
+    system turn and the last user turn are always kept), so one long history cannot slow
+    everyone's batch. The local backend counts with its tokenizer; the remote backend
+    estimates (characters / 3, plus 4 per turn)."""
+
+    max_queue: int = 32
+    """The most answers waiting or being generated at once; past it chats and battles get
+    HTTP 503 with `Retry-After` (the page says the server is busy)."""
+
+    page_queue_size: int = 64
+    """The most events the page's queue holds (Gradio's `queue(max_size=...)`); past it the
+    page says the application is busy."""
+
+    max_upload_bytes: int = 1_000_000
+    """The largest file the page's upload route takes (Gradio's `max_file_size`); the page
+    has no upload field, so this only bounds what a script could send."""
+
+    sessions_per_address: int = 30
+    """The most new identities (`POST /api/session`, the page's anonymous sign-in) one
+    client address may create within `session_window_s`; more get HTTP 429."""
+
+    sessions_per_window: int = 600
+    """The most new identities the whole server creates within `session_window_s`."""
+
+    session_window_s: float = 600.0
+    """The sliding window of the new-identity limits, in seconds."""
+
+    forwarded_header: str = ""
+    """Behind a reverse proxy: the header that carries the client's address, set by that
+    proxy (e.g. `X-Forwarded-For`; its last entry is used). Empty: the address of the
+    connection, and any such header is ignored (a client could forge it)."""
 
     def __post_init__(self) -> None:
         if self.backend not in ("local", "remote", "scripted"):
@@ -124,8 +157,9 @@ class ServingConfig:
             )
         if not self.remote_timeout_s > 0:
             raise ConfigError("serving.remote_timeout_s must be more than 0 seconds")
-        if not self.chat_window_s > 0:
-            raise ConfigError("serving.chat_window_s must be more than 0 seconds")
+        for name in ("chat_window_s", "session_window_s"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"serving.{name} must be more than 0 seconds")
         if not 0 < self.port < 65536:
             raise ConfigError(f"serving.port must be between 1 and 65535, not {self.port}")
         if not 0.0 <= self.temperature <= 2.0:
@@ -134,7 +168,18 @@ class ServingConfig:
             raise ConfigError(
                 "serving.max_new_tokens must be at least 1 and at most serving.max_new_tokens_limit"
             )
-        for name in ("max_message_chars", "max_messages", "max_batch_size", "chats_per_window"):
+        for name in (
+            "max_message_chars",
+            "max_messages",
+            "max_batch_size",
+            "chats_per_window",
+            "max_prompt_tokens",
+            "max_queue",
+            "page_queue_size",
+            "max_upload_bytes",
+            "sessions_per_address",
+            "sessions_per_window",
+        ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"serving.{name} must be at least 1")
 

@@ -108,8 +108,11 @@ class RemoteBackend(ChatBackend):
     # -- answers ----------------------------------------------------------------------
 
     def stream(self, messages, *, version=None, params=DEFAULT_PARAMS) -> Reply:
+        # no tokenizer here: the prompt bound counts characters (`ChatBackend.count_tokens`)
+        messages, dropped = self.fit(messages)
         with self._lock:
-            reply = Reply(self.resolve(version))
+            reply = self._new_reply(version)
+        reply.dropped_turns = dropped
         request = [{"role": m["role"], "content": m["content"]} for m in messages]
         threading.Thread(
             target=self._answer, args=(request, params, reply), name="remote-reply", daemon=True

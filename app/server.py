@@ -19,6 +19,7 @@ from app.backup import Backups, DataDirLock, restore_from_hub
 from app.chat import ChatService
 from app.config import Config
 from app.identity import Identity, ensure_session_secret
+from app.limits import SessionLimit
 from app.serving import ChatBackend, LocalBackend, ScriptedBackend
 from app.swap import VersionSync
 from app.ui import build_demo
@@ -87,6 +88,9 @@ def create_app(config: Config, *, backend: ChatBackend | None = None) -> App:
     backups = Backups(config.storage.db_path, config.backup)
     backups.start()
     backend = backend or make_backend(config)
+    backend.configure(
+        max_queue=config.serving.max_queue, max_prompt_tokens=config.serving.max_prompt_tokens
+    )
     sync = VersionSync(
         store,
         backend,
@@ -108,7 +112,8 @@ def create_app(config: Config, *, backend: ChatBackend | None = None) -> App:
     service = ChatService(
         store, backend, config.serving, anonymous_allowed=accounts.anonymous_allowed
     )
-    install_api(api, service, identity, accounts)
+    sessions = SessionLimit.from_config(config.serving)  # the API's and the page's, shared
+    install_api(api, service, identity, accounts, sessions)
     arena = ArenaService(service, config.arena)
     install_arena_api(api, arena, identity, accounts)
     install_admin_api(
@@ -126,11 +131,18 @@ def create_app(config: Config, *, backend: ChatBackend | None = None) -> App:
         arena=arena,
         accounts=accounts,
         identity=identity,
+        sessions=sessions,
     )
-    demo.queue(default_concurrency_limit=config.serving.max_batch_size)
+    # a full queue answers 503 and the page says "This application is currently busy"
+    demo.queue(
+        default_concurrency_limit=config.serving.max_batch_size,
+        max_size=config.serving.page_queue_size,
+    )
     # password users: Gradio's own login form guards the page
     page_auth = accounts.page_login() if accounts.passwords_required else None
-    gr.mount_gradio_app(api, demo, path="/", auth=page_auth)
+    gr.mount_gradio_app(
+        api, demo, path="/", auth=page_auth, max_file_size=config.serving.max_upload_bytes
+    )
     return App(api, store, backend, demo, sync, scheduler, backups, data_dir_lock)
 
 
@@ -145,8 +157,14 @@ def serve(config: Config) -> None:
         config.serving.port,
     )
     try:
+        # proxy_headers off: the client address is the connection's, or the header named
+        # by serving.forwarded_header (app/limits.py), never one any client may send
         uvicorn.run(
-            app.fastapi, host=config.serving.host, port=config.serving.port, access_log=False
+            app.fastapi,
+            host=config.serving.host,
+            port=config.serving.port,
+            access_log=False,
+            proxy_headers=False,
         )
     finally:
         app.close()

@@ -38,6 +38,18 @@ class UnknownVersion(BackendError):
     """A request named a model version this backend has not loaded."""
 
 
+BUSY_RETRY_AFTER_S = 5
+
+
+class Busy(BackendError):
+    """The backend's queue is full (`serving.max_queue`): the request was not taken."""
+
+    retry_after_s = BUSY_RETRY_AFTER_S
+
+    def __init__(self) -> None:
+        super().__init__("the server is busy: try again in a few seconds")
+
+
 @dataclass(frozen=True)
 class SamplingParams:
     temperature: float = 0.7
@@ -61,8 +73,10 @@ class Reply:
     """One answer being generated. Iterate for text deltas; `version` is fixed at once,
     `n_tokens` and `finish_reason` ("stop", "length") are set when iteration ends."""
 
-    def __init__(self, version: str) -> None:
+    def __init__(self, version: str, *, on_end: Callable[[], None] | None = None) -> None:
         self.version = version
+        self.dropped_turns = 0  # the oldest turns left out to fit `serving.max_prompt_tokens`
+        self._on_end = on_end  # frees the request's place in the backend's queue, once
         self.n_tokens = 0
         self.finish_reason: str | None = None
         self.started_at = time.perf_counter()
@@ -78,11 +92,18 @@ class Reply:
 
     def _finish(self, reason: str, n_tokens: int) -> None:
         self.n_tokens, self.finish_reason = n_tokens, reason
+        self._ended()  # before the reader hears of it: its next request finds the room
         self._chunks.put(_DONE)
 
     def _fail(self, error: BaseException) -> None:
         self.finish_reason = "error"
+        self._ended()
         self._chunks.put(error)
+
+    def _ended(self) -> None:
+        on_end, self._on_end = self._on_end, None
+        if on_end is not None:
+            on_end()
 
     # consumer side ------------------------------------------------------------------
     def __iter__(self) -> Iterator[str]:
@@ -108,11 +129,63 @@ class Reply:
 
 
 class ChatBackend:
-    """The seam between the app and whatever generates answers."""
+    """The seam between the app and whatever generates answers.
+
+    Two bounds apply to every backend (`configure`): at most `max_queue` answers waiting
+    or being generated (a request past it raises `Busy` and is not taken), and prompts
+    of at most `max_prompt_tokens` (the oldest turns are left out, see `fit_context`;
+    `count_tokens` estimates a prompt's length, `LocalBackend` counts with its tokenizer).
+    """
+
+    max_queue: int | None = None
+    max_prompt_tokens: int | None = None
 
     def __init__(self) -> None:
         self._live = BASE_VERSION
         self._loaded: dict[str, str | None] = {BASE_VERSION: None}
+        self._pending = 0
+        self._pending_lock = threading.Lock()
+
+    def configure(self, *, max_queue: int | None, max_prompt_tokens: int | None) -> None:
+        self.max_queue, self.max_prompt_tokens = max_queue, max_prompt_tokens
+
+    # -- the queue bound --------------------------------------------------------------
+
+    @property
+    def pending(self) -> int:
+        """Answers taken and not yet finished (waiting or being generated)."""
+        return self._pending
+
+    def has_room(self, n: int = 1) -> bool:
+        """Whether `n` more answers would be taken now (a check; `stream` decides)."""
+        return self.max_queue is None or self._pending + n <= self.max_queue
+
+    def _new_reply(self, version: str | None) -> Reply:
+        """A reply for `version` that holds a place in the queue until it ends; `Busy`
+        when the queue is full."""
+        name = self.resolve(version)
+        with self._pending_lock:
+            if self.max_queue is not None and self._pending >= self.max_queue:
+                raise Busy()
+            self._pending += 1
+        return Reply(name, on_end=self._release)
+
+    def _release(self) -> None:
+        with self._pending_lock:
+            self._pending -= 1
+
+    # -- the prompt bound -------------------------------------------------------------
+
+    def count_tokens(self, messages: Sequence[dict[str, Any]]) -> int:
+        """An estimate without a tokenizer: one token per 3 characters of text (English
+        runs about 4), plus 4 per turn for the chat template's markers."""
+        return sum(len(str(m.get("content", ""))) // 3 + 4 for m in messages)
+
+    def fit(self, messages: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
+        """`messages` within `max_prompt_tokens`, and how many turns were left out."""
+        if self.max_prompt_tokens is None:
+            return list(messages), 0
+        return fit_context(messages, self.count_tokens, self.max_prompt_tokens)
 
     @property
     def live_version(self) -> str:
@@ -157,6 +230,40 @@ class ChatBackend:
         pass
 
 
+def fit_context(
+    messages: Sequence[dict[str, Any]],
+    count: Callable[[Sequence[dict[str, Any]]], int],
+    budget: int,
+) -> tuple[list[dict[str, Any]], int]:
+    """The most recent turns of `messages` whose prompt `count`s at most `budget` tokens,
+    and how many turns were left out.
+
+    Leading system turns and the last user turn are always kept whole (so a prompt may
+    exceed `budget` by what they alone take; the message length limit bounds that); the
+    kept history starts at a user turn. A binary search over where the kept turns start:
+    a few `count` calls, not one per turn.
+    """
+    messages = list(messages)
+    if count(messages) <= budget:
+        return messages, 0
+    n_system = 0
+    while n_system < len(messages) and messages[n_system].get("role") == "system":
+        n_system += 1
+    system, rest = messages[:n_system], messages[n_system:]
+    starts = [i for i, m in enumerate(rest) if m.get("role") == "user"]
+    if not starts:
+        return messages, 0
+    lo, hi = 0, len(starts) - 1  # the last start (the last user turn) is kept regardless
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if count(system + rest[starts[mid] :]) <= budget:
+            hi = mid
+        else:
+            lo = mid + 1
+    start = starts[lo]
+    return system + rest[start:], start
+
+
 # -- scripted --------------------------------------------------------------------------
 
 
@@ -175,7 +282,9 @@ class ScriptedBackend(ChatBackend):
         self._answer = answer
 
     def stream(self, messages, *, version=None, params=SamplingParams()) -> Reply:
-        reply = Reply(self.resolve(version))
+        messages, dropped = self.fit(messages)
+        reply = self._new_reply(version)
+        reply.dropped_turns = dropped
         try:
             words = self._answer(messages, reply.version).split(" ")
         except Exception as exc:  # a scripted failure is delivered like a model failure
@@ -237,11 +346,20 @@ class LocalBackend(ChatBackend):
     def stream(self, messages, *, version=None, params=SamplingParams()) -> Reply:
         from trainer.models import chat_prompt_ids
 
-        with self._lock:
-            reply = Reply(self.resolve(version))
+        if not self.has_room():  # before the tokenizer's work on a long history
+            raise Busy()
+        messages, dropped = self.fit(messages)
         prompt_ids = chat_prompt_ids(self.tokenizer, messages)
+        with self._lock:
+            reply = self._new_reply(version)
+        reply.dropped_turns = dropped
         self._work.put(_Request(prompt_ids, params, reply))
         return reply
+
+    def count_tokens(self, messages: Sequence[dict[str, Any]]) -> int:
+        from trainer.models import chat_prompt_ids
+
+        return len(chat_prompt_ids(self.tokenizer, messages))
 
     def load(self, version: str, path: str) -> None:
         """Load an adapter beside the others; returns when it can serve."""

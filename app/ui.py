@@ -26,6 +26,7 @@ from app.identity import (
     ensure_browser_state_key,
     ensure_session_secret,
 )
+from app.limits import SessionLimit
 from app.serving import BackendError, ChatBackend, SamplingParams
 from app.swap import VersionSync
 from storage import Store, StoreError, User
@@ -48,6 +49,7 @@ def build_demo(
     arena: ArenaService | None = None,
     accounts: Accounts | None = None,
     identity: Identity | None = None,
+    sessions: SessionLimit | None = None,
 ) -> gr.Blocks:
     """The page. With `sync` and `scheduler` (the running server's) it has a Dashboard;
     `chat` and `arena` share the HTTP API's services (one vote limiter for both), and
@@ -85,7 +87,7 @@ def build_demo(
                     admin_user=accounts.admin_check(identity),
                     user_token=user_token,
                 )
-        sign_in = _sign_in(identity, store, accounts)
+        sign_in = _sign_in(identity, store, accounts, sessions)
         loaded = demo.load(sign_in, inputs=[user_token], outputs=[user_token]).then(
             lambda: _live_text(backend), outputs=[live]
         )
@@ -108,7 +110,12 @@ def _oauth_installed() -> bool:
     return True
 
 
-def _sign_in(identity: Identity, store: Store, accounts: Accounts | None = None):
+def _sign_in(
+    identity: Identity,
+    store: Store,
+    accounts: Accounts | None = None,
+    sessions: SessionLimit | None = None,
+):
     accounts = accounts or Accounts(AuthConfig(), store)
 
     def sign_in(
@@ -131,9 +138,20 @@ def _sign_in(identity: Identity, store: Store, accounts: Accounts | None = None)
             return None  # handlers then ask the person to sign in
         if current is not None and current.kind == "anon":
             return identity.issue(current.id)
-        return identity.issue(store.create_user("anon").id)  # a first visit, or signed out
+        if sessions is not None:  # a first visit, or signed out: a new identity, if allowed
+            try:
+                sessions.admit(_page_address(sessions, request))
+            except InputError as exc:
+                gr.Warning(exc.message)
+                return None
+        return identity.issue(store.create_user("anon").id)
 
     return sign_in
+
+
+def _page_address(sessions: SessionLimit, request: Any) -> str:
+    client = getattr(request, "client", None)
+    return sessions.address(getattr(request, "headers", None) or {}, getattr(client, "host", None))
 
 
 def signed_in_as(request: Any, profile: Any) -> tuple[str, str] | None:

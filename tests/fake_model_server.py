@@ -34,6 +34,7 @@ class FakeModelServer:
     requests: list[tuple[str, str, Any]] = field(default_factory=list)  # (method, path, body)
     authorizations: list[str | None] = field(default_factory=list)  # each request's header
     url: str = ""
+    hold: threading.Event | None = None  # set: chats wait for it before answering
 
     def chats(self) -> list[dict[str, Any]]:
         return [body for method, path, body in self.requests if path == "/v1/chat/completions"]
@@ -151,6 +152,8 @@ def _handler(server: FakeModelServer) -> type[BaseHTTPRequestHandler]:
             if served is None:
                 self._error(404, f"The model `{body.get('model')}` does not exist.")
                 return
+            if server.hold is not None:  # a busy model server: the answer waits
+                server.hold.wait(timeout=120)
             words = server.answer(body).split(" ")[: body.get("max_tokens") or None]
             finish = "length" if len(words) == body.get("max_tokens") else "stop"
             if not body.get("stream"):

@@ -87,6 +87,19 @@ def battle(client, who) -> int:
     return response.json()["battle_id"]
 
 
+def stored_battle(app, who) -> int:
+    """A battle put in the store directly: the vote limit's tests need more battles than
+    the chat limit lets one user start (a battle counts as two answers)."""
+    store = app.store
+    conversation = store.create_conversation(who.id, title="hello")
+    prompt = store.add_message(conversation.id, "user", "hello")
+    a, b = (
+        store.add_message(conversation.id, "assistant", text, parent_id=prompt.id, version="base")
+        for text in ("one", "two")
+    )
+    return store.create_battle(who.id, prompt.id, a.id, b.id, pairing="live_two_samples").id
+
+
 def assert_refused(response, status: int) -> None:
     assert status == response.status_code, response.text
     message = response.json()["error"]
@@ -355,7 +368,7 @@ def test_the_real_token_passes(client, identity):
 
 def test_the_vote_limit_gives_429_and_holds_per_user(client, app):
     fast, other = user(client), user(client)
-    battles = [battle(client, fast) for _ in range(LIMIT + 2)]
+    battles = [stored_battle(app, fast) for _ in range(LIMIT + 2)]
     statuses = [
         client.post(
             f"/api/battles/{b}/vote", json={"outcome": "tie"}, headers=fast.auth
@@ -409,9 +422,21 @@ def test_the_chat_limit_gives_429_counts_streams_and_retries_and_holds_per_user(
     assert 200 == client.post("/api/chat", json=HELLO, headers=other.auth).status_code
 
 
-def test_the_limits_hold_under_concurrent_requests(client):
+def test_a_battle_counts_as_two_answers(client):
+    """LIMIT answers: one battle (two) and a chat (three), then neither a battle nor a chat."""
+    fast = user(client)
+    battle(client, fast)
+    chat(client, fast)
+    for path in ("/api/battles", "/api/chat"):
+        refused = client.post(path, json=HELLO, headers=fast.auth)
+        assert_refused(refused, 429)
+        assert "a battle counts as two" in refused.json()["error"]
+        assert refused.headers["Retry-After"] == "3600"
+
+
+def test_the_limits_hold_under_concurrent_requests(client, app):
     chatter, voter = user(client), user(client)
-    battles = [battle(client, voter) for _ in range(8)]
+    battles = [stored_battle(app, voter) for _ in range(8)]
     with ThreadPoolExecutor(8) as pool:
         chats = list(
             pool.map(
