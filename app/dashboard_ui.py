@@ -77,33 +77,34 @@ def cycle_curves(store: Store) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["cycle", "metric", "value"])
 
 
-USER_SHARE_COLUMNS = ["user", "judgments", "share", "kept in last training set", "kept share"]
+USER_SHARE_COLUMNS = ["user", "judgments", "share", "weight in last training", "weighted share"]
 
 
 def user_shares(store: Store, limit: int = 20) -> pd.DataFrame:
     """Who the judgments come from: each user's count and share of all judgments, and
-    of the last reward model's training set (after the per-user cap, `reward.user_share_cap`).
+    in the last reward model's training set the weight each of the user's judgments
+    got and the user's share of the total weight (`reward.max_user_weight_share`).
     One user holding most of the votes shows here first."""
     everyone = store.judgments_per_user()
     total = sum(u.total for u in everyone)
     last = _last_training_users(store)
-    kept_total = sum(entry.get("kept", 0) for entry in last.values())
     rows = []
     for u in everyone[:limit]:
-        kept = last.get(str(u.user_id), {}).get("kept") if last else None
+        entry = last.get(str(u.user_id), {})
+        weight, share = entry.get("weight"), entry.get("share")
         rows.append(
             {
                 "user": f"#{u.user_id} {u.name or u.kind}" + (" (flagged)" if u.is_flagged else ""),
                 "judgments": u.total,
                 "share": f"{u.total / total:.0%}",
-                "kept in last training set": "" if kept is None else kept,
-                "kept share": "" if kept is None or not kept_total else f"{kept / kept_total:.0%}",
+                "weight in last training": "" if weight is None else f"{weight:.3g}",
+                "weighted share": "" if share is None else f"{share:.0%}",
             }
         )
     return pd.DataFrame(rows, columns=USER_SHARE_COLUMNS)
 
 
-def _last_training_users(store: Store) -> dict[str, dict[str, int]]:
+def _last_training_users(store: Store) -> dict[str, dict[str, float]]:
     for run in store.runs("reward", limit=20):
         users = (run.metrics.get("data") or {}).get("users")
         if users is not None:
@@ -226,22 +227,36 @@ def dashboard_tab(
 
     inputs = [token, session, include_flagged]
     outputs = [progress, versions, *plots, errors, shares, admin_area, users, flagged_board]
-    gr.Timer(REFRESH_SECONDS).tick(refresh, inputs=inputs, outputs=outputs, show_progress="hidden")
-    gr.on([token.submit, include_flagged.change], refresh, inputs=inputs, outputs=outputs)
+    # one public route, `/dashboard`; the same refresh elsewhere is private (still checked)
+    gr.Timer(REFRESH_SECONDS).tick(
+        refresh, inputs=inputs, outputs=outputs, show_progress="hidden", api_name="dashboard"
+    )
+    gr.on(
+        [token.submit, include_flagged.change],
+        refresh,
+        inputs=inputs,
+        outputs=outputs,
+        api_visibility="private",
+    )
 
     def admin(action: Callable[..., str]) -> Callable[..., None]:
         return _admin(action, admin_token, admin_user)
 
-    for button, action, extra in (
-        (train, lambda: _train(scheduler), []),
-        (promote, lambda name: f"live: {promote_version(store, sync, name.strip())}", [version]),
-        (rollback, lambda: f"live: {rollback_version(store, sync)}", []),
-        (flag, lambda uid: _flagged_text(set_flagged(store, uid, True)), [user_id]),
-        (unflag, lambda uid: _flagged_text(set_flagged(store, uid, False)), [user_id]),
-        (revoke_button, lambda uid: _revoked_text(revoke(store, uid)), [user_id]),
+    for button, name, action, extra in (
+        (train, "train", lambda: _train(scheduler), []),
+        (
+            promote,
+            "promote",
+            lambda v: f"live: {promote_version(store, sync, v.strip())}",
+            [version],
+        ),
+        (rollback, "rollback", lambda: f"live: {rollback_version(store, sync)}", []),
+        (flag, "flag", lambda uid: _flagged_text(set_flagged(store, uid, True)), [user_id]),
+        (unflag, "unflag", lambda uid: _flagged_text(set_flagged(store, uid, False)), [user_id]),
+        (revoke_button, "revoke", lambda uid: _revoked_text(revoke(store, uid)), [user_id]),
     ):
-        button.click(admin(action), inputs=[token, session, *extra]).then(
-            refresh, inputs=inputs, outputs=outputs
+        button.click(admin(action), inputs=[token, session, *extra], api_name=f"admin_{name}").then(
+            refresh, inputs=inputs, outputs=outputs, api_visibility="private"
         )
     return refresh, inputs, outputs
 

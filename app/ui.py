@@ -92,7 +92,13 @@ def build_demo(
             lambda: _live_text(backend), outputs=[live]
         )
         if sync is not None and scheduler is not None:  # after sign-in: an admin's session
-            loaded.then(refresh, inputs=inputs, outputs=outputs, show_progress="hidden")
+            loaded.then(
+                refresh,
+                inputs=inputs,
+                outputs=outputs,
+                show_progress="hidden",
+                api_visibility="private",
+            )
     return demo
 
 
