@@ -175,12 +175,13 @@ def install_api(
         name, password = body.get("name"), body.get("password")
         if not isinstance(name, str) or not isinstance(password, str):
             raise InputError(400, "send {name, password}")
-        address = request.client.host if request.client else "unknown"
+        peer = request.client.host if request.client else None
+        address = sessions.address(request.headers, peer) if sessions is not None else peer
         # scrypt is slow on purpose: keep it off the event loop
         user = await run_in_threadpool(_password_user, name, password, address)
         return {"user_token": identity.issue(user.id), "user_id": user.id}
 
-    def _password_user(name: str, password: str, address: str) -> Any:
+    def _password_user(name: str, password: str, address: str | None) -> Any:
         try:  # limited per address and per name (`auth.login_*`)
             user = accounts.login(name, password, address) if accounts is not None else None
         except TooManyAttempts as exc:

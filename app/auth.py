@@ -33,6 +33,7 @@ from fastapi.responses import JSONResponse
 
 from app.config import AuthConfig
 from app.identity import Identity, InvalidToken
+from app.limits import client_address
 from storage import Store, StoreError, User
 
 SCRYPT_PREFIX = "scrypt$"
@@ -227,14 +228,16 @@ class Accounts:
         return is_admin_token
 
 
-def install_login_limit(app: FastAPI, accounts: Accounts) -> None:
+def install_login_limit(app: FastAPI, accounts: Accounts, *, forwarded_header: str = "") -> None:
     """Count the page's sign-in form (Gradio's `POST /login`) against the per-address
-    limit before Gradio checks the password; `POST /api/login` counts in `login`."""
+    limit before Gradio checks the password; `POST /api/login` counts in `login`. The
+    address is the connection's, or `serving.forwarded_header`'s (`app.limits`)."""
 
     @app.middleware("http")
     async def _limit_page_login(request: Request, call_next: Any) -> Any:
         if request.method == "POST" and request.url.path.rstrip("/") == "/login":
-            address = request.client.host if request.client else "unknown"
+            peer = request.client.host if request.client else None
+            address = client_address(request.headers, peer, forwarded_header)
             if accounts.passwords_required and not accounts.addresses.hit(address):
                 return JSONResponse(
                     {"detail": "too many sign-in attempts from this address: wait a while"},

@@ -119,7 +119,7 @@ def create_app(config: Config, *, backend: ChatBackend | None = None) -> App:
     install_admin_api(
         api, store, sync, scheduler, config.auth.admin_token, accounts.admin_check(identity)
     )
-    install_login_limit(api, accounts)
+    install_login_limit(api, accounts, forwarded_header=config.serving.forwarded_header)
     install_api_not_found(api)
     demo = build_demo(
         backend,
