@@ -168,7 +168,7 @@ def _reward_eval(args: argparse.Namespace, config: Config) -> int:
         data = build_dataset(
             store,
             heldout_fraction=config.reward.heldout_fraction,
-            user_share_cap=config.reward.user_share_cap,
+            max_user_share=config.reward.max_user_weight_share,
             seed=config.reward.seed,
         )
     except (NotFound, RewardModelError) as exc:
@@ -197,6 +197,12 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     _common(p)
     p.add_argument("--format", required=True, choices=["trl-pairs", "kto", "raw"])
     p.add_argument("--out", required=True, metavar="FILE", help="the JSONL file to write")
+    p.add_argument(
+        "--as-trained",
+        action="store_true",
+        help="write what the reward model trains on: flagged users and repeated votes "
+        "left out, per-user weights applied (default: every judgment as made)",
+    )
     p.set_defaults(handler=_export)
 
 
@@ -211,8 +217,9 @@ def _export(args: argparse.Namespace, config: Config) -> int:
             args.format,
             args.out,
             heldout_fraction=config.reward.heldout_fraction,
-            user_share_cap=config.reward.user_share_cap,
+            max_user_share=config.reward.max_user_weight_share,
             seed=config.reward.seed,
+            as_trained=args.as_trained,
         )
     finally:
         store.close()

@@ -286,33 +286,43 @@ class VersionsAndRuns:
         flagged as abusive are left out, and a context seen twice is returned once, so
         up to `limit` come back.
         """
+        return [c for _, c in self.user_prompt_contexts(limit, max_messages=max_messages)]
+
+    def user_prompt_contexts(
+        self, limit: int = 256, *, max_messages: int = 16
+    ) -> list[tuple[int, list[dict[str, str]]]]:
+        """`prompt_contexts` with the id of the user whose conversation each came from
+        (the most recent one's, for a context seen twice)."""
         rows = self.db.query(
             """
-            WITH RECURSIVE recent(id) AS (
-                SELECT m.id FROM messages m
+            WITH RECURSIVE recent(id, user_id) AS (
+                SELECT m.id, c.user_id FROM messages m
                 JOIN conversations c ON c.id = m.conversation_id
                 JOIN users u ON u.id = c.user_id
                 WHERE m.role = 'user' AND u.is_flagged = 0 AND trim(m.content) != ''
                 ORDER BY m.id DESC LIMIT ?
             ),
-            chain(start_id, id, parent_id, role, content, depth) AS (
-                SELECT m.id, m.id, m.parent_id, m.role, m.content, 0
+            chain(start_id, user_id, id, parent_id, role, content, depth) AS (
+                SELECT m.id, r.user_id, m.id, m.parent_id, m.role, m.content, 0
                 FROM messages m JOIN recent r ON r.id = m.id
                 UNION ALL
-                SELECT chain.start_id, p.id, p.parent_id, p.role, p.content, chain.depth + 1
+                SELECT chain.start_id, chain.user_id, p.id, p.parent_id, p.role, p.content,
+                    chain.depth + 1
                 FROM messages p JOIN chain ON p.id = chain.parent_id
                 WHERE chain.depth + 1 < ?
             )
-            SELECT start_id, role, content FROM chain ORDER BY start_id DESC, depth DESC
+            SELECT start_id, user_id, role, content FROM chain
+            ORDER BY start_id DESC, depth DESC
             """,
             (limit, max_messages),
         )
-        contexts: dict[int, list[dict[str, str]]] = {}
+        contexts: dict[int, tuple[int, list[dict[str, str]]]] = {}
         for row in rows:
-            contexts.setdefault(row["start_id"], []).append(
+            contexts.setdefault(row["start_id"], (row["user_id"], []))[1].append(
                 {"role": row["role"], "content": row["content"]}
             )
-        unique: dict[tuple[tuple[str, str], ...], list[dict[str, str]]] = {}
-        for messages in contexts.values():
-            unique.setdefault(tuple((m["role"], m["content"]) for m in messages), messages)
+        unique: dict[tuple[tuple[str, str], ...], tuple[int, list[dict[str, str]]]] = {}
+        for user_id, messages in contexts.values():
+            key = tuple((m["role"], m["content"]) for m in messages)
+            unique.setdefault(key, (user_id, messages))
         return list(unique.values())

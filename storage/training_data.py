@@ -20,6 +20,8 @@ if TYPE_CHECKING:
     from sqlite_utils import Database
 
 TRAINING_FEEDBACK_KINDS = ("thumb", "edit", "retry")
+SIGNAL_OUTCOMES = ("a", "b", "both_bad")
+"""Battle outcomes that add training signal (a tie adds none: it is not trained on)."""
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,7 @@ class UserJudgments(_Row):
 
 class TrainingData:
     # provided by Store
+    _one: Any
     db: Database
 
     def answer_feedback(
@@ -140,6 +143,28 @@ class TrainingData:
             kinds,
         )
         return [UserJudgments.from_row(r) for r in rows]
+
+    def new_signal_judgments(self) -> int:
+        """Judgments that add training signal made since the last cycle that trained
+        started: battle votes for A, B or both bad, thumbs, corrections and retries, from
+        users not flagged. Ties and flags add nothing to train on and are not counted; a
+        thumb changed since counts again."""
+        row = self._one(
+            "SELECT started_at FROM training_runs WHERE kind = 'cycle' AND status = 'succeeded'"
+            " ORDER BY id DESC LIMIT 1"
+        )
+        since = row["started_at"] if row else ""
+        kinds, outcomes = TRAINING_FEEDBACK_KINDS, SIGNAL_OUTCOMES
+        counted = self._one(
+            "SELECT (SELECT count(*) FROM feedback f JOIN users u ON u.id = f.user_id"
+            f"  WHERE u.is_flagged = 0 AND f.kind IN ({', '.join('?' * len(kinds))})"
+            "  AND f.created_at > ?)"
+            " + (SELECT count(*) FROM battles b JOIN users u ON u.id = b.user_id"
+            f"  WHERE u.is_flagged = 0 AND b.outcome IN ({', '.join('?' * len(outcomes))})"
+            "  AND b.voted_at > ?) AS n",
+            (*kinds, since, *outcomes, since),
+        )
+        return int(counted["n"]) if counted else 0
 
     def messages_of_conversations(
         self, conversation_ids: Iterable[int]

@@ -17,7 +17,7 @@ def _battle(store, user_id, outcome="a"):
     store.vote_battle(battle.id, user_id, outcome)
 
 
-def test_one_user_casting_most_votes_shows_first_with_the_capped_share(store):
+def test_one_user_casting_most_votes_shows_first_with_the_weighted_share(store):
     store.add_version("policy", "v2")
     heavy = store.named_user("password", "mallory")
     others = [store.create_user() for _ in range(5)]
@@ -25,9 +25,9 @@ def test_one_user_casting_most_votes_shows_first_with_the_capped_share(store):
         _battle(store, heavy.id)
     for user in others:
         _battle(store, user.id)
-    assert "" == user_shares(store).iloc[0]["kept in last training set"]  # before training
+    assert "" == user_shares(store).iloc[0]["weight in last training"]  # before training
 
-    report = build_dataset(store, heldout_fraction=0.0, user_share_cap=0.2).report
+    report = build_dataset(store, heldout_fraction=0.0, max_user_share=0.2).report
     run = store.start_run("reward")
     store.finish_run(run.id, "succeeded", metrics={"data": asdict(report)})
 
@@ -37,10 +37,11 @@ def test_one_user_casting_most_votes_shows_first_with_the_capped_share(store):
         "user": f"#{heavy.id} mallory",
         "judgments": 10,
         "share": "67%",  # 10 of 15 votes
-        "kept in last training set": 1,
-        "kept share": "17%",  # 1 of the 6 pairs kept: within the 20% cap
+        "weight in last training": "0.125",  # 10 votes weigh 1.25: C = 0.2 (C + 5)
+        "weighted share": "20%",  # within the 20% share, and nothing dropped
     } == table.iloc[0].to_dict()
     assert [1] * 5 == list(table["judgments"][1:])
+    assert ["1"] * 5 == list(table["weight in last training"][1:])
 
 
 def test_judgments_per_user_counts_votes_and_training_feedback_only(store):

@@ -3,13 +3,16 @@ filters and the split. Ids are literal: each test starts from an empty database.
 
 from __future__ import annotations
 
+import pytest
+
 from trainer.data import (
     RETRY_WEIGHT,
     LabeledAnswer,
     PreferencePair,
     build_dataset,
-    cap_user_share,
     split_by_conversation,
+    user_weights,
+    weighted_subsample,
 )
 
 
@@ -34,8 +37,8 @@ def _battle(store, user_id, outcome, a="four", b="five", prompt="2+2?", versions
 
 
 def _everything(store, **kwargs):
-    """No held-out split and no cap: what each judgment maps to, alone."""
-    return build_dataset(store, **{"heldout_fraction": 0.0, "user_share_cap": 1.0, **kwargs})
+    """No held-out split: what each judgment maps to, alone."""
+    return build_dataset(store, **{"heldout_fraction": 0.0, **kwargs})
 
 
 USER_PROMPT = [{"role": "user", "content": "2+2?"}]
@@ -321,39 +324,144 @@ def test_two_battles_over_the_same_answers_count_once(store):
     assert data.report.filtered == {"duplicate_vote": 1}
 
 
-def test_the_user_cap_holds_when_one_user_casts_most_votes(store):
+def test_one_user_alone_keeps_every_vote_at_full_weight(store):
     store.add_version("policy", "v2")
-    users = [store.create_user() for _ in range(6)]
-    for _ in range(10):
-        _battle(store, users[0].id, "a")
+    user = store.create_user()
+    for i in range(40):
+        _battle(store, user.id, "a" if i % 2 else "b", prompt=f"q{i}?")
+    data = _everything(store)  # the default share, 0.2
+    assert len(data.train_pairs) == 40
+    assert {p.trained_weight for p in data.train_pairs} == {1.0}
+    assert data.report.users == {"1": {"kept": 40, "weight": 1.0, "share": 1.0}}
+    assert "left out: none" in data.report.summary()
+
+
+def test_one_user_among_many_cannot_exceed_the_share(store):
+    store.add_version("policy", "v2")
+    users = [store.create_user() for _ in range(8)]
+    for i in range(30):
+        _battle(store, users[0].id, "a", prompt=f"heavy {i}?")
     for user in users[1:]:
-        _battle(store, user.id, "a")
-    data = _everything(store, user_share_cap=0.2)
-    assert sorted(p.user_id for p in data.train_pairs) == [1, 2, 3, 4, 5, 6]
-    assert data.report.filtered == {"user_cap": 9}
-    assert data.report.users["1"] == {"offered": 10, "kept": 1}
-    assert data.report.users["2"] == {"offered": 1, "kept": 1}
-    # deterministic: the same data always loses the same rows
-    assert data.train_pairs == _everything(store, user_share_cap=0.2).train_pairs
+        for i in range(2):
+            _battle(store, user.id, "a", prompt=f"{user.id} {i}?")
+    data = _everything(store, max_user_share=0.2)
+    assert len(data.train_pairs) == 30 + 7 * 2  # nothing dropped
+    heavy = data.report.users["1"]
+    assert heavy["share"] == pytest.approx(0.2, abs=1e-6)
+    assert heavy["weight"] == pytest.approx(3.5 / 30, abs=1e-6)  # C = 0.2 * (C + 14) -> C = 3.5
+    assert {data.report.users[str(u.id)]["weight"] for u in users[1:]} == {1.0}
+    total = sum(p.trained_weight for p in data.train_pairs)
+    assert sum(p.trained_weight for p in data.train_pairs if p.user_id == 1) / total == (
+        pytest.approx(0.2)
+    )
+    assert "1 of 8 users weighted down (largest share 20%)" in data.report.summary()
 
 
-def test_the_cap_keeps_as_much_as_the_share_allows():
-    examples = [_example(user_id=1, n=i) for i in range(8)]
-    examples += [_example(user_id=2, n=8), _example(user_id=3, n=9)]
-    kept = cap_user_share(examples, 0.5)
-    assert sorted(e.user_id for e in kept) == [1, 1, 2, 3]
-    assert len(cap_user_share(examples, 1.0)) == 10
-    # fewer than 1 / cap users: no set satisfies the cap
-    assert cap_user_share(examples, 0.2) == []
+def test_user_weights():
+    # one user alone: the share cannot bind
+    assert user_weights({1: 40}, 0.2) == {1: 1.0}
+    # shares nobody exceeds: every weight 1
+    assert user_weights({u: 3 for u in range(10)}, 0.2) == {u: 1.0 for u in range(10)}
+    # fewer users than 1 / share: totals made equal, the smallest user's total
+    assert user_weights({1: 30, 2: 10, 3: 5}, 0.2) == pytest.approx({1: 1 / 6, 2: 0.5, 3: 1.0})
+    # enough users: the heavy one is cut to exactly the share, the rest untouched
+    counts = {1: 100, **{u: 4 for u in range(2, 12)}}
+    weights = user_weights(counts, 0.25)
+    totals = {u: weights[u] * n for u, n in counts.items()}
+    assert totals[1] / sum(totals.values()) == pytest.approx(0.25)
+    assert all(weights[u] == 1.0 for u in range(2, 12))
+    # two heavy users both capped at the same total
+    weights = user_weights({1: 50, 2: 40, **{u: 1 for u in range(3, 13)}}, 0.2)
+    assert weights[1] * 50 == pytest.approx(weights[2] * 40)
+    assert weights[1] * 50 / (weights[1] * 50 + weights[2] * 40 + 10) == pytest.approx(0.2)
+    assert user_weights({}, 0.2) == {}
 
 
-def test_the_cap_drops_by_seeded_hash_not_by_order():
+def test_retries_count_at_their_own_weight_in_a_users_total(store):
+    ann, bob = store.create_user(), store.create_user()
+    for i in range(4):
+        _, _, (answer,) = _ask(store, ann.id, f"q{i}?", "five")
+        store.add_feedback(answer.id, ann.id, "retry")
+    _, _, (answer,) = _ask(store, bob.id, "q?", "six")
+    store.set_thumb(answer.id, bob.id, 1)
+    data = _everything(store, max_user_share=0.2)
+    # ann's 4 retries weigh 4 x 0.5 = 2; equal totals with bob's 1 thumb: weight 1 / 2
+    assert {u.user_id: u.user_weight for u in data.train_unpaired} == {1: 0.5, 2: 1.0}
+    assert [u.trained_weight for u in data.train_unpaired] == [1.0] + [0.25] * 4
+
+
+def test_weighted_subsample_keeps_the_weighted_count_by_seeded_hash():
     examples = [_example(user_id=1, n=i) for i in range(20)]
     examples += [_example(user_id=u, n=20 + u) for u in range(2, 6)]
-    kept = [[e.source_ids for e in cap_user_share(examples, 0.25, seed=s)] for s in range(4)]
-    assert kept[0] == [(14,), (22,), (23,), (24,), (25,)]
-    assert [len(k) for k in kept] == [5, 5, 5, 5]
+    weights = user_weights({1: 20, 2: 1, 3: 1, 4: 1, 5: 1}, 0.25)
+    weighted = [
+        PreferencePair(**{**e.__dict__, "user_weight": weights[e.user_id]}) for e in examples
+    ]
+    kept = [[e.source_ids for e in weighted_subsample(weighted, seed=s)] for s in range(4)]
+    # C = 0.25 * (C + 4) = 4/3: the heavy user keeps ceil(4/3) = 2 of 20, the others all
+    assert [len(k) for k in kept] == [2 + 4] * 4
     assert len({tuple(k) for k in kept}) > 1
+    assert weighted_subsample(examples) == examples  # weight 1: everything
+
+
+def test_training_filters_off_keeps_every_judgment_as_made(store):
+    store.add_version("policy", "v2")
+    good, troll = store.create_user(), store.create_user()
+    _battle(store, good.id, "a")
+    _battle(store, troll.id, "b")
+    store.set_user_flagged(troll.id)
+    _, _, (answer,) = _ask(store, good.id, "3+3?", "six")
+    store.add_feedback(answer.id, good.id, "retry")
+    store.add_feedback(answer.id, good.id, "retry")
+    data = build_dataset(store, heldout_fraction=0.0, training_filters=False)
+    assert sorted(p.user_id for p in data.train_pairs) == [1, 2]
+    assert [u.trained_weight for u in data.train_unpaired] == [RETRY_WEIGHT] * 2
+    assert data.report.filtered == {}
+    trained = build_dataset(store, heldout_fraction=0.0)
+    assert [p.user_id for p in trained.train_pairs] == [1]
+    assert trained.report.filtered == {"flagged_user": 1, "duplicate_vote": 1}
+
+
+def test_thumbs_pair_across_conversations_on_the_same_prompt(store):
+    ann, bob = store.create_user(), store.create_user()
+    _, _, (good,) = _ask(store, ann.id, "2+2?", "four")
+    _, _, (bad,) = _ask(store, ann.id, "2+2?", "five")  # a new conversation, same prompt
+    _, _, (other,) = _ask(store, ann.id, "3+3?", "seven")
+    _, _, (bobs,) = _ask(store, bob.id, "2+2?", "22")
+    store.set_thumb(good.id, ann.id, 1)
+    store.set_thumb(bad.id, ann.id, -1)
+    store.set_thumb(other.id, ann.id, -1)
+    store.set_thumb(bobs.id, bob.id, -1)
+    data = _everything(store, max_user_share=1.0)
+    assert [(p.chosen, p.rejected, p.source, p.conversation_id) for p in data.train_pairs] == [
+        ("four", "five", "thumb", 1)
+    ]
+    assert [(u.completion, u.label) for u in data.train_unpaired] == [
+        ("seven", False),
+        ("22", False),
+    ]
+
+
+def test_new_signal_judgments_count_what_adds_training_signal(store):
+    store.add_version("policy", "v2")
+    user = store.create_user()
+    for outcome in ("a", "b", "tie", "both_bad"):
+        _battle(store, user.id, outcome)
+    _, _, (answer,) = _ask(store, user.id, "3+3?", "six")
+    store.set_thumb(answer.id, user.id, 1)
+    store.add_feedback(answer.id, user.id, "edit", text="6")
+    store.add_feedback(answer.id, user.id, "retry")
+    store.add_feedback(answer.id, user.id, "flag")
+    assert store.new_signal_judgments() == 6  # a, b, both bad, thumb, edit, retry
+    troll = store.create_user()
+    _battle(store, troll.id, "a")
+    store.set_user_flagged(troll.id)
+    assert store.new_signal_judgments() == 6
+    run = store.start_run("cycle")
+    store.finish_run(run.id, "succeeded")
+    assert store.new_signal_judgments() == 0
+    store.set_thumb(answer.id, user.id, -1)  # changed its mind: counts again
+    assert store.new_signal_judgments() == 1
 
 
 # -- the split ---------------------------------------------------------------------------
@@ -367,15 +475,15 @@ def test_the_split_never_puts_one_conversation_on_both_sides(store):
         store.set_thumb(b.id, user.id, -1)
         store.set_thumb(c.id, user.id, -1)
         store.add_feedback(c.id, user.id, "retry")
-    data = build_dataset(store, heldout_fraction=0.25, user_share_cap=1.0, seed=0)
+    data = build_dataset(store, heldout_fraction=0.25, seed=0)
     train = {e.conversation_id for e in data.train_pairs + data.train_unpaired}
     heldout = {e.conversation_id for e in data.heldout_pairs + data.heldout_unpaired}
     assert train.isdisjoint(heldout)
     assert len(train | heldout) == 40
     assert (data.report.train_pairs, data.report.heldout_pairs) == (30, 10)
-    again = build_dataset(store, heldout_fraction=0.25, user_share_cap=1.0, seed=0)
+    again = build_dataset(store, heldout_fraction=0.25, seed=0)
     assert {e.conversation_id for e in again.heldout_pairs} == heldout
-    other_seed = build_dataset(store, heldout_fraction=0.25, user_share_cap=1.0, seed=1)
+    other_seed = build_dataset(store, heldout_fraction=0.25, seed=1)
     assert {e.conversation_id for e in other_seed.heldout_pairs} != heldout
 
 

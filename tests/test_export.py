@@ -40,15 +40,17 @@ def test_trl_pairs_round_trip(judged, tmp_path):
     from datasets import load_dataset
 
     out = tmp_path / "pairs.jsonl"
-    n, report = export(judged, "trl-pairs", out, heldout_fraction=0.0, user_share_cap=1.0)
+    n, report = export(judged, "trl-pairs", out, heldout_fraction=0.0)
     assert (n, report.pairs) == (2, {"battle": 1, "thumb": 1})
     first = json.loads(out.read_text().splitlines()[0])
     assert first == {
         "prompt": [{"role": "user", "content": "2+2?"}],
         "chosen": [{"role": "assistant", "content": "four"}],
         "rejected": [{"role": "assistant", "content": "five"}],
+        "weight": 1.0,
         "source": "battle",
         "user_id": 1,
+        "user_flagged": False,
         "conversation_id": 1,
         "chosen_version": "base",
         "rejected_version": "v2",
@@ -67,7 +69,7 @@ def test_kto_round_trip(judged, tmp_path):
     from datasets import load_dataset
 
     out = tmp_path / "kto.jsonl"
-    n, report = export(judged, "kto", out, heldout_fraction=0.0, user_share_cap=1.0)
+    n, report = export(judged, "kto", out, heldout_fraction=0.0)
     assert (n, report.unpaired) == (2, {"thumb": 1, "retry": 1})
     dataset = load_dataset("json", data_files=str(out), split="train")
     rows = [(r["completion"][0]["content"], r["label"], r["weight"], r["source"]) for r in dataset]
@@ -107,6 +109,35 @@ def test_raw_dumps_every_table(judged, tmp_path):
     assert by_table["battles"][0]["outcome"] == "b"
 
 
+def test_export_writes_every_judgment_unless_asked_for_the_training_view(store, tmp_path):
+    store.add_version("policy", "v2")
+    users = [store.create_user() for _ in range(6)]
+    for i, user in enumerate(users):
+        for j in range(10 if i == 0 else 1):
+            conversation = store.create_conversation(user.id)
+            question = store.add_message(conversation.id, "user", f"q{i}.{j}")
+            a, b = (
+                store.add_message(conversation.id, "assistant", t, parent_id=question.id, version=v)
+                for t, v in ((f"good {j}", "base"), (f"bad {j}", "v2"))
+            )
+            battle = store.create_battle(user.id, question.id, a.id, b.id, pairing="x")
+            store.vote_battle(battle.id, user.id, "a")
+    store.set_user_flagged(users[5].id)
+    out = tmp_path / "pairs.jsonl"
+    n, report = export(store, "trl-pairs", out)
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert n == len(rows) == 15  # every vote, the flagged user's too, each at weight 1
+    assert {r["weight"] for r in rows} == {1.0}
+    assert [r["user_flagged"] for r in rows].count(True) == 1
+    assert report.filtered == {}
+    n, report = export(store, "trl-pairs", out, as_trained=True)
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert n == 14 and not any(r["user_flagged"] for r in rows)
+    assert report.filtered == {"flagged_user": 1}
+    heavy = sum(r["weight"] for r in rows if r["user_id"] == 1)
+    assert heavy / sum(r["weight"] for r in rows) == pytest.approx(0.2)  # 10 of 14 votes
+
+
 def test_export_refuses_unknown_formats(store, tmp_path):
     assert FORMATS == ("trl-pairs", "kto", "raw")
     with pytest.raises(ValueError, match="export format must be one of trl-pairs, kto, raw"):
@@ -121,7 +152,7 @@ def test_trl_reward_trainer_accepts_the_pairs_file(judged, tmp_path, tiny_model_
     from trl import RewardTrainer
 
     out = tmp_path / "pairs.jsonl"
-    export(judged, "trl-pairs", out, heldout_fraction=0.0, user_share_cap=1.0)
+    export(judged, "trl-pairs", out, heldout_fraction=0.0)
     dataset = load_dataset("json", data_files=str(out), split="train")
     args = TRLRewardConfig(
         output_dir=str(tmp_path / "trl"),

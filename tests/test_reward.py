@@ -64,6 +64,7 @@ def tiny_config(tiny_model_dir, **overrides):
             "heldout_fraction": 0.25,
             "normalize_samples": 8,
             "normalize_max_new_tokens": 8,
+            "feature_layer": 2,  # the tiny model's last layer, for the linear method
             **overrides,
         }
     )
@@ -80,7 +81,7 @@ def trained(tmp_path_factory, tiny_model_dir):
     steps = []
     outcome = train_reward_model(
         store,
-        tiny_config(tiny_model_dir),
+        tiny_config(tiny_model_dir, method="lora"),
         data_dir=data_dir,
         base_model=str(tiny_model_dir),
         progress=lambda step, total: steps.append((step, total)),
@@ -104,7 +105,10 @@ def test_reward_config_defaults_to_the_base_model():
 @pytest.mark.parametrize(
     "field,value,message",
     [
-        ("user_share_cap", 0.0, "reward.user_share_cap must be within (0, 1]"),
+        ("max_user_weight_share", 0.0, "reward.max_user_weight_share must be within (0, 1]"),
+        ("user_share_cap", 1.5, "reward.max_user_weight_share must be within (0, 1]"),
+        ("pointwise_weight", -1.0, "reward.pointwise_weight must be within [0, 10]"),
+        ("pointwise_weight", float("nan"), "reward.pointwise_weight must be within [0, 10]"),
         ("heldout_fraction", 1.0, "reward.heldout_fraction must be within [0, 1)"),
         ("min_pairs", 0, "reward.min_pairs must be at least 1"),
         ("lora_targets", [], "reward.lora_targets is empty"),
@@ -222,7 +226,7 @@ def test_a_saved_reward_model_reloads_and_scores_the_same(trained):
 
 def test_lora_on_the_top_layers_only(store, tmp_path, tiny_model_dir):
     add_marker_battles(store, 40)
-    config = tiny_config(tiny_model_dir, lora_layers=1)
+    config = tiny_config(tiny_model_dir, method="lora", lora_layers=1)
     outcome = train_reward_model(store, config, data_dir=tmp_path, base_model=str(tiny_model_dir))
     top = outcome.model.model.config.num_hidden_layers - 1
     lora = [name for name, _ in outcome.model.model.named_parameters() if "lora_" in name]
@@ -316,6 +320,165 @@ def test_linear_feature_layer_beyond_the_backbone(store, tmp_path, tiny_model_di
     assert store.runs()[0].status == "failed"
 
 
+def test_fit_head_weights_pairs_and_learns_from_labels():
+    import torch
+
+    from trainer.reward_linear import fit_head
+
+    gen = torch.Generator().manual_seed(1)
+    chosen = torch.randn(30, 2, generator=gen, dtype=torch.float64) + torch.tensor([1.0, 0.0])
+    rejected = torch.randn(30, 2, generator=gen, dtype=torch.float64) - torch.tensor([1.0, 0.0])
+    # a pair at weight 0 changes nothing but the standardization: give it the same rows
+    flipped = torch.cat([chosen, rejected[:1]]), torch.cat([rejected, chosen[:1]])
+    weights = torch.cat([torch.ones(30, dtype=torch.float64), torch.zeros(1, dtype=torch.float64)])
+    plain, _ = fit_head(chosen, rejected, l2=0.01)
+    zeroed, _ = fit_head(*flipped, l2=0.01, pair_weights=weights)
+    assert zeroed["weight"].tolist() != pytest.approx(
+        fit_head(*flipped, l2=0.01)[0]["weight"].tolist()
+    )
+    assert torch.sign(zeroed["weight"][0]) == torch.sign(plain["weight"][0])
+    # labels alone (no pairs) learn the direction and where good turns to bad
+    points = torch.randn(60, 2, generator=gen, dtype=torch.float64) + torch.tensor([0.5, 0.0])
+    labels = points[:, 0] > 0.5
+    empty = torch.zeros((0, 2), dtype=torch.float64)
+    head, stats = fit_head(
+        empty, empty, l2=0.001, labeled=points, labels=labels, pointwise_weight=1.0
+    )
+    assert head["weight"][0] > 5 * abs(head["weight"][1])
+    assert stats["train_label_accuracy"] >= 0.9
+    assert head["offset"].item() == pytest.approx(0.0, abs=0.5)  # standardized threshold
+    # pointwise_weight 0 leaves labels out entirely
+    no_labels, stats = fit_head(chosen, rejected, l2=0.01, labeled=points, labels=labels)
+    assert "train_label_accuracy" not in stats
+    assert no_labels["weight"].tolist() == pytest.approx(plain["weight"].tolist())
+
+
+def _every_kind_of_judgment(store):
+    """One user: battle A, battle B, a tie, both bad, a thumb pair, a lone thumb up and
+    down, an edit and a retry. Returns the dataset with nothing held out."""
+    from trainer.data import build_dataset
+
+    store.add_version("policy", "v2")
+    user = store.create_user().id
+
+    def ask(prompt, *answers):
+        conversation = store.create_conversation(user)
+        question = store.add_message(conversation.id, "user", prompt)
+        return question, [
+            store.add_message(conversation.id, "assistant", a, parent_id=question.id, version=v)
+            for a, v in zip(answers, ["base", "v2", "base"], strict=False)
+        ]
+
+    for outcome, prompt in (("a", "p1"), ("b", "p2"), ("tie", "p3"), ("both_bad", "p4")):
+        question, (a, b) = ask(prompt, f"{prompt} first", f"{prompt} second")
+        battle = store.create_battle(user, question.id, a.id, b.id, pairing="x")
+        store.vote_battle(battle.id, user, outcome)
+    _, (up, down) = ask("p5", "p5 good", "p5 bad")
+    store.set_thumb(up.id, user, 1)
+    store.set_thumb(down.id, user, -1)
+    _, (lone_up,) = ask("p6", "p6 good")
+    store.set_thumb(lone_up.id, user, 1)
+    _, (lone_down,) = ask("p7", "p7 bad")
+    store.set_thumb(lone_down.id, user, -1)
+    _, (edited,) = ask("p8", "p8 wrong")
+    store.add_feedback(edited.id, user, "edit", text="p8 right")
+    _, (retried,) = ask("p9", "p9 meh")
+    store.add_feedback(retried.id, user, "retry")
+    return build_dataset(store, heldout_fraction=0.0)
+
+
+def test_every_judgment_reaches_the_linear_fit(store, tmp_path, tiny_model_dir, monkeypatch):
+    import torch
+
+    import trainer.reward_linear as linear
+    from trainer.models import load_tokenizer
+
+    data = _every_kind_of_judgment(store)
+    seen = {}
+    real_fit_head = linear.fit_head
+
+    def spy(chosen, rejected, **kwargs):
+        seen.update(kwargs, chosen=chosen, rejected=rejected)
+        return real_fit_head(chosen, rejected, **kwargs)
+
+    monkeypatch.setattr(linear, "fit_head", spy)
+    config = tiny_config(tiny_model_dir, method="linear", feature_layer=2, pointwise_weight=0.25)
+    model, stats = linear.fit_linear_reward_model(
+        str(tiny_model_dir),
+        load_tokenizer(str(tiny_model_dir)),
+        data.train_pairs,
+        config,
+        labels=data.train_unpaired,
+    )
+    pairs = [(p.source, p.chosen, p.rejected) for p in data.train_pairs]
+    assert pairs == [
+        ("battle", "p1 first", "p1 second"),  # A won
+        ("battle", "p2 second", "p2 first"),  # B won
+        ("thumb", "p5 good", "p5 bad"),  # up over down on the same prompt
+        ("edit", "p8 right", "p8 wrong"),  # the correction over the original
+    ]  # the tie (p3) is not a pair, and not a label
+    labels = [(e.source, e.completion, e.label, e.trained_weight) for e in data.train_unpaired]
+    assert labels == [
+        ("battle", "p4 first", False, 1.0),  # both bad: two negatives
+        ("battle", "p4 second", False, 1.0),
+        ("thumb", "p6 good", True, 1.0),  # lone thumbs: their own label
+        ("thumb", "p7 bad", False, 1.0),
+        ("retry", "p9 meh", False, 0.5),  # a weak negative
+    ]
+    assert data.report.filtered == {"tie": 1}
+    assert seen["pair_weights"].tolist() == [1.0] * 4
+    assert seen["labels"].tolist() == [False, False, True, False, False]
+    assert seen["label_weights"].tolist() == [1.0, 1.0, 1.0, 1.0, 0.5]
+    assert seen["pointwise_weight"] == 0.25
+    assert seen["labeled"].shape == (5, 32) and seen["chosen"].shape == (4, 32)
+    # the rows are the features of those very answers
+    expected = model.features(
+        [p.prompt for p in data.train_pairs], [p.chosen for p in data.train_pairs]
+    )
+    assert torch.allclose(seen["chosen"], expected)
+    assert (stats["answers"], stats["train_labels"]) == (13, 5)
+
+
+def test_features_are_cached_per_answer(store, tmp_path, tiny_model_dir):
+    from trainer.models import load_tokenizer
+    from trainer.reward_linear import fit_linear_reward_model
+
+    add_marker_battles(store, 12, users=1)
+    data = build_training_view(store)
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    config = tiny_config(tiny_model_dir, method="linear", feature_layer=2)
+    cache = tmp_path / "features"
+
+    def fit(pairs):
+        return fit_linear_reward_model(
+            str(tiny_model_dir), tokenizer, pairs, config, cache_dir=cache
+        )
+
+    first, stats = fit(data.train_pairs)
+    assert (stats["features_computed"], stats["features_cached"]) == (24, 0)
+    again, stats = fit(data.train_pairs)
+    assert (stats["features_computed"], stats["features_cached"]) == (0, 24)
+    assert again.head["weight"].tolist() == pytest.approx(first.head["weight"].tolist())
+    add_marker_battles(store, 1, users=1, seed=99)
+    _, stats = fit(build_training_view(store).train_pairs)
+    assert (stats["features_computed"], stats["features_cached"]) == (2, 24)
+    # another layer is another backbone: nothing shared
+    _, stats = fit_linear_reward_model(
+        str(tiny_model_dir),
+        tokenizer,
+        data.train_pairs,
+        tiny_config(tiny_model_dir, method="linear", feature_layer=1),
+        cache_dir=cache,
+    )
+    assert stats["features_computed"] == 24
+
+
+def build_training_view(store):
+    from trainer.data import build_dataset
+
+    return build_dataset(store, heldout_fraction=0.0)
+
+
 def test_no_reward_model_yet(store, tmp_path):
     with pytest.raises(RewardModelError, match="no live reward model yet"):
         latest_reward_model(store)
@@ -328,13 +491,14 @@ def test_no_reward_model_yet(store, tmp_path):
 
 def test_too_little_data_is_a_recorded_skip(store, tmp_path, tiny_model_dir):
     add_marker_battles(store, 5, users=5)
-    config = tiny_config(tiny_model_dir, min_pairs=32, user_share_cap=1.0)
+    config = tiny_config(tiny_model_dir, min_pairs=32)
     with pytest.raises(TrainingSkipped) as caught:
         train_reward_model(store, config, data_dir=tmp_path, base_model=str(tiny_model_dir))
     message = (
-        "reward model not trained: 5 preference pairs, 32 needed (27 more; reward.min_pairs "
-        "sets the bar). pairs: 5 (battle 5; 2 train, 3 held out); unpaired: 0 (none); "
-        "left out: none"
+        "reward model not trained: 5 preference pairs, 32 needed (reward.min_pairs): 27 more "
+        "decisive judgments (a battle won by A or B, a correction, or a thumb up and a thumb "
+        "down on answers to the same prompt). pairs: 5 (battle 5; 2 train, 3 held out); "
+        "unpaired: 0 (none); left out: none"
     )
     assert str(caught.value) == message
     assert (caught.value.needed, caught.value.have) == (32, 5)
@@ -344,11 +508,14 @@ def test_too_little_data_is_a_recorded_skip(store, tmp_path, tiny_model_dir):
     assert not (tmp_path / "reward").exists()
 
 
-def test_a_skip_says_when_the_user_cap_took_the_data(store, tmp_path, tiny_model_dir):
+def test_few_voters_train_on_every_vote(store, tmp_path, tiny_model_dir):
+    """The old hard cap (0.2) dropped everything with fewer than 5 voters."""
     add_marker_battles(store, 40, users=2)
-    config = tiny_config(tiny_model_dir, min_pairs=8, user_share_cap=0.2)
-    with pytest.raises(TrainingSkipped, match=r"reward.user_share_cap = 0.2\) left out 40"):
-        train_reward_model(store, config, data_dir=tmp_path, base_model=str(tiny_model_dir))
+    config = tiny_config(tiny_model_dir, method="linear", feature_layer=2, l2=0.01)
+    assert config.max_user_weight_share == 0.2
+    outcome = train_reward_model(store, config, data_dir=tmp_path, base_model=str(tiny_model_dir))
+    assert outcome.metrics["train_pairs"] + outcome.metrics["heldout_n"] == 40
+    assert {u["weight"] for u in outcome.report.users.values()} == {1.0}
 
 
 def test_a_failure_is_recorded_and_raised(store, tmp_path, tiny_model_dir):
@@ -378,12 +545,15 @@ def test_cli_reward_train_then_eval(tmp_path, tiny_model_dir, monkeypatch, capsy
         "RLHF_CHAT_REWARD_EPOCHS": "3",
         "RLHF_CHAT_REWARD_MIN_PAIRS": "8",
         "RLHF_CHAT_REWARD_NORMALIZE_ON": "dataset",
+        "RLHF_CHAT_REWARD_FEATURE_LAYER": "2",
+        "RLHF_CHAT_REWARD_L2": "0.01",
     }
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     assert main(["reward", "train", "--data-dir", str(tmp_path), "--min-pairs", "100"]) == 0
     assert capsys.readouterr().out.startswith(
-        "skipped: reward model not trained: 40 preference pairs, 100 needed (60 more;"
+        "skipped: reward model not trained: 40 preference pairs, 100 needed "
+        "(reward.min_pairs): 60 more decisive judgments"
     )
     assert main(["reward", "train", "--data-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out

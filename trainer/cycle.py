@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -34,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 from storage import Store
 from trainer import distributed
 from trainer.cycle_config import CycleConfig, TrainingConfig
+from trainer.data import DEFAULT_MAX_USER_SHARE, user_weights
 from trainer.errors import TrainingSkipped
 from trainer.gate import GateResult, PolicySamples, evaluate_gate
 from trainer.models import resolve_base_model
@@ -132,8 +135,9 @@ def _start_run(store: Store) -> tuple[int, int]:
 
 
 def _skip_reason(store: Store, config: TrainingConfig, watermark: int, force: bool) -> str:
-    """Why this cycle does not train ("" when it does); clears a crashed cycle's leftovers."""
-    new = watermark - store.last_cycle_watermark()
+    """Why this cycle does not train ("" when it does); clears a crashed cycle's leftovers.
+    Only judgments that add training signal count (not ties, not flags)."""
+    new = store.new_signal_judgments()
     if not force and new < config.cycle.min_new_feedback:
         return (
             f"{new} new judgments since the last cycle, {config.cycle.min_new_feedback} "
@@ -154,7 +158,7 @@ def _train_and_ship(
     stage("reward")
     reward = train_reward_model(store, config.reward, data_dir=config.data_dir, base_model=base)
     reward_fn = reward.model.score
-    prompts = distributed.on_main(_prompts, store)
+    prompts = distributed.on_main(_prompts, store, config.reward.max_user_weight_share)
     train_prompts, heldout = split_prompts(prompts, config.cycle.heldout_prompts)
     if not train_prompts:
         raise TrainingSkipped(f"only {len(prompts)} distinct prompts in the store; need more")
@@ -207,8 +211,23 @@ def _train_and_ship(
     )
 
 
-def _prompts(store: Store) -> list[list[dict[str, str]]]:
-    return store.prompt_contexts(limit=512)
+def _prompts(
+    store: Store, max_user_share: float = DEFAULT_MAX_USER_SHARE, limit: int = 512
+) -> list[list[dict[str, str]]]:
+    """Up to `limit` recent prompts, each user's count cut to `ceil(weight × n_u)` by the
+    reward data's per-user weights (trainer.data.user_weights): the most recent of each
+    user's prompts stay, so no user's prompts fill the set while others have some."""
+    contexts = store.user_prompt_contexts(limit=4 * limit)
+    counts = Counter(user for user, _ in contexts)
+    weights = user_weights(counts, max_user_share)
+    keep = {u: math.ceil(weights[u] * n - 1e-9) for u, n in counts.items()}
+    taken: Counter[int] = Counter()
+    prompts = []
+    for user, context in contexts:  # most recent first
+        if taken[user] < keep[user]:
+            taken[user] += 1
+            prompts.append(context)
+    return prompts[:limit]
 
 
 def _live_policy(store: Store) -> ModelVersion:
@@ -305,17 +324,35 @@ def judge_canaries(store: Store, config: CycleConfig) -> list[tuple[str, str]]:
     return decisions
 
 
-def head_to_head(store: Store, version: str, opponent: str) -> tuple[float, int]:
+def head_to_head(
+    store: Store,
+    version: str,
+    opponent: str,
+    *,
+    max_user_share: float = DEFAULT_MAX_USER_SHARE,
+) -> tuple[float, int]:
     """(wins of `version` over `opponent` with ties counting half, battles). A both-bad
-    vote says neither is better: it counts for neither side and is left out."""
-    wins, total = 0.0, 0
-    for battle in store.battle_results():
+    vote says neither is better: it counts for neither side and is left out; so are
+    flagged users' votes.
+
+    Votes are weighted per user as the reward data is (trainer.data.user_weights), and
+    `wins` is the weighted win rate times the number of battles: one voter alone counts
+    in full, and one voter among many cannot carry a canary by voting often.
+    """
+    scores: list[tuple[int, float]] = []
+    for battle in store.battle_votes():
         sides = (battle.version_a, battle.version_b)
         if set(sides) != {version, opponent} or battle.outcome == "both_bad":
             continue
-        total += 1
+        if battle.user_flagged:
+            continue
         if battle.outcome == "tie":
-            wins += 0.5
-        elif sides[0 if battle.outcome == "a" else 1] == version:
-            wins += 1
-    return wins, total
+            score = 0.5
+        else:
+            score = float(sides[0 if battle.outcome == "a" else 1] == version)
+        scores.append((battle.user_id, score))
+    if not scores:
+        return 0.0, 0
+    weights = user_weights(Counter(user for user, _ in scores), max_user_share)
+    rate = sum(weights[u] * s for u, s in scores) / sum(weights[u] for u, _ in scores)
+    return rate * len(scores), len(scores)

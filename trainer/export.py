@@ -6,8 +6,14 @@
                TRL's unpaired preference format (KTOTrainer)
     raw        {"table": NAME, ...the row's columns} for every row of every table
 
-Each example also carries where it came from: source, user_id, conversation_id, the
-versions judged, source_ids, message_ids, and its split (train or heldout).
+Each example also carries where it came from: source, user_id, user_flagged,
+conversation_id, the versions judged, source_ids, message_ids, its split (train or
+heldout) and `weight`.
+
+By default every judgment is written as it was made: flagged users' and repeated votes
+too, every `weight` the judgment's own (1, or a retry's lower weight). `as_trained=True`
+(`export --as-trained`) writes what the reward model trains on instead: flagged users
+and repeated votes left out, and `weight` times the per-user weight.
 """
 
 from __future__ import annotations
@@ -19,7 +25,13 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from trainer.data import DataReport, LabeledAnswer, PreferencePair, build_dataset
+from trainer.data import (
+    DEFAULT_MAX_USER_SHARE,
+    DataReport,
+    LabeledAnswer,
+    PreferencePair,
+    build_dataset,
+)
 
 if TYPE_CHECKING:
     from storage import Store
@@ -27,13 +39,15 @@ if TYPE_CHECKING:
 FORMATS = ("trl-pairs", "kto", "raw")
 
 
-def pair_record(pair: PreferencePair, split: str) -> dict[str, Any]:
+def pair_record(pair: PreferencePair, split: str, flagged: bool = False) -> dict[str, Any]:
     return {
         "prompt": pair.prompt,
         "chosen": [{"role": "assistant", "content": pair.chosen}],
         "rejected": [{"role": "assistant", "content": pair.rejected}],
+        "weight": pair.trained_weight,
         "source": pair.source,
         "user_id": pair.user_id,
+        "user_flagged": flagged,
         "conversation_id": pair.conversation_id,
         "chosen_version": pair.chosen_version,
         "rejected_version": pair.rejected_version,
@@ -43,14 +57,15 @@ def pair_record(pair: PreferencePair, split: str) -> dict[str, Any]:
     }
 
 
-def kto_record(example: LabeledAnswer, split: str) -> dict[str, Any]:
+def kto_record(example: LabeledAnswer, split: str, flagged: bool = False) -> dict[str, Any]:
     return {
         "prompt": example.prompt,
         "completion": [{"role": "assistant", "content": example.completion}],
         "label": example.label,
-        "weight": example.weight,
+        "weight": example.trained_weight,
         "source": example.source,
         "user_id": example.user_id,
+        "user_flagged": flagged,
         "conversation_id": example.conversation_id,
         "version": example.version,
         "source_ids": list(example.source_ids),
@@ -85,23 +100,31 @@ def export(
     out: str | Path,
     *,
     heldout_fraction: float = 0.2,
-    user_share_cap: float = 0.2,
+    max_user_share: float = DEFAULT_MAX_USER_SHARE,
     seed: int = 0,
+    as_trained: bool = False,
 ) -> tuple[int, DataReport | None]:
     """Write the store's examples (or, for `raw`, its tables) to `out`; returns how many
-    lines were written and, for the example formats, the data report."""
+    lines were written and, for the example formats, the data report. Every judgment
+    unless `as_trained` (then the training filters and weights apply)."""
     if fmt not in FORMATS:
         raise ValueError(f"export format must be one of {', '.join(FORMATS)}, not {fmt!r}")
     if fmt == "raw":
         rows = ({"table": t, **row} for t in store.data_tables() for row in store.table_rows(t))
         return write_jsonl(rows, out), None
     data = build_dataset(
-        store, heldout_fraction=heldout_fraction, user_share_cap=user_share_cap, seed=seed
+        store,
+        heldout_fraction=heldout_fraction,
+        max_user_share=max_user_share,
+        seed=seed,
+        training_filters=as_trained,
     )
+    flagged = {u.user_id for u in store.judgments_per_user() if u.is_flagged}
+    records: list[dict[str, Any]] = []
     if fmt == "trl-pairs":
-        records = [pair_record(p, "train") for p in data.train_pairs]
-        records += [pair_record(p, "heldout") for p in data.heldout_pairs]
+        for split, pairs in (("train", data.train_pairs), ("heldout", data.heldout_pairs)):
+            records += [pair_record(p, split, p.user_id in flagged) for p in pairs]
     else:
-        records = [kto_record(e, "train") for e in data.train_unpaired]
-        records += [kto_record(e, "heldout") for e in data.heldout_unpaired]
+        for split, labeled in (("train", data.train_unpaired), ("heldout", data.heldout_unpaired)):
+            records += [kto_record(e, split, e.user_id in flagged) for e in labeled]
     return write_jsonl(records, out), data.report

@@ -52,7 +52,13 @@ from peft import LoraConfig, PeftModel, TaskType
 from transformers import AutoModelForSequenceClassification, PrinterCallback, TrainerCallback
 
 from trainer import distributed
-from trainer.data import DataReport, FeedbackDataset, PreferencePair, build_dataset
+from trainer.data import (
+    DataReport,
+    FeedbackDataset,
+    PreferencePair,
+    build_dataset,
+    weighted_subsample,
+)
 from trainer.errors import RewardModelError, TrainingSkipped
 from trainer.models import chat_prompt_ids, load_causal_lm, load_tokenizer, resolve_base_model
 from trainer.reward_config import BASE_BACKBONE, RewardConfig
@@ -65,6 +71,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ARTIFACT_FILE = "reward.json"
+FEATURES_DIR = "features"  # <data_dir>/reward/features: the linear method's feature cache
 Prompt = str | Sequence[dict[str, Any]]
 Progress = Callable[[int, int], None]
 
@@ -342,7 +349,7 @@ def _dataset(store: Store, run_id: int, config: RewardConfig) -> FeedbackDataset
     data = build_dataset(
         store,
         heldout_fraction=config.heldout_fraction,
-        user_share_cap=config.user_share_cap,
+        max_user_share=config.max_user_weight_share,
         seed=config.seed,
     )
     _skip_if_too_little(store, run_id, data.report, config)
@@ -368,10 +375,17 @@ def _train_and_publish(
         from trainer.reward_linear import fit_linear_reward_model
 
         reward_model, train_stats = fit_linear_reward_model(
-            backbone, tokenizer, data.train_pairs, config, progress
+            backbone,
+            tokenizer,
+            data.train_pairs,
+            config,
+            progress,
+            labels=data.train_unpaired,
+            cache_dir=data_dir / "reward" / FEATURES_DIR,
         )
-    else:
-        model, train_stats = _fit(backbone, tokenizer, data.train_pairs, config, workdir, callback)
+    else:  # TRL's trainer takes no per-example weights: weighted-down users keep fewer
+        pairs = weighted_subsample(data.train_pairs, seed=config.seed)
+        model, train_stats = _fit(backbone, tokenizer, pairs, config, workdir, callback)
         reward_model = RewardModel(
             model, tokenizer, max_length=config.max_length, batch_size=config.score_batch_size
         )
@@ -444,14 +458,11 @@ def _skip_if_too_little(
     else:
         message = (
             f"reward model not trained: {have} preference pairs, {config.min_pairs} needed "
-            f"({config.min_pairs - have} more; reward.min_pairs sets the bar)"
+            f"(reward.min_pairs): {config.min_pairs - have} more decisive judgments (a "
+            "battle won by A or B, a correction, or a thumb up and a thumb down on answers "
+            "to the same prompt)"
         )
     message += f". {report.summary()}"
-    if report.filtered.get("user_cap") and config.user_share_cap < 1.0:
-        message += (
-            f". The per-user cap (reward.user_share_cap = {config.user_share_cap}) left out "
-            f"{report.filtered['user_cap']}; with few voters set it to 1.0"
-        )
     store.finish_run(
         run_id, "skipped", n_examples=have, metrics={"data": asdict(report)}, error=message
     )

@@ -1,14 +1,27 @@
 """The `linear` reward model: a Bradley–Terry linear head on frozen features of the base.
 
-    fit_linear_reward_model(backbone, tokenizer, pairs, config) -> (LinearRewardModel, stats)
+    fit_linear_reward_model(backbone, tokenizer, pairs, config, labels=, cache_dir=)
+        -> (LinearRewardModel, stats)
     load_linear_reward_model(path, meta, tokenizer) -> LinearRewardModel
 
 An answer's features are the hidden states of decoder layer `reward.feature_layer`,
 averaged over the answer's tokens (the model is causal, so they read the answer in the
 light of its prompt); the layers above are never run. The head is `w · (f - mean) / std`,
-fitted on the training pairs by minimizing the Bradley–Terry loss
-`-logsigmoid(r_chosen - r_rejected)` plus `l2 * |w|²` with L-BFGS. The loss is convex,
-so the fit is deterministic and needs no learning rate or epochs.
+fitted with L-BFGS on every judgment at once:
+
+    Σ_pairs  a_i · softplus(-(r_chosen - r_rejected))                 Bradley–Terry
+  + λ Σ_labels c_j · softplus(-y_j · (r_j + b))                       logistic, y = ±1
+  ─────────────────────────────────────────────── + l2 · |w|²
+                Σ a_i + λ Σ c_j
+
+`a_i` and `c_j` are the examples' weights (the per-user weight, times a retry's lower
+weight), `λ` is `reward.pointwise_weight` and `b` a learned offset (where good turns to
+bad on the score's scale; it is not part of the score, and not penalized). The loss is
+convex, so the fit is deterministic and needs no learning rate or epochs.
+
+Features are cached on disk (`FeatureCache`), keyed by the backbone, the layer and the
+exact token ids of prompt + answer, so a cycle computes features only for answers it
+has not seen.
 
 Why not the LoRA reward model (TRL's `RewardTrainer`) for this: a CPU install collects a
 few hundred votes per cycle, and on those a fine-tuned 135M network stayed near chance
@@ -24,22 +37,26 @@ tokenizer and `reward.json`, whose `method` is `linear`.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from transformers import AutoModel
 
 from trainer.errors import RewardModelError
-from trainer.reward import Prompt, RewardModel, prompt_key
+from trainer.reward import Prompt, RewardModel, prompt_key, render_with_answer_start
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
-    from trainer.data import PreferencePair
+    from trainer.data import LabeledAnswer, PreferencePair
     from trainer.reward_config import RewardConfig
 
 HEAD_FILE = "linear_head.safetensors"
@@ -58,6 +75,7 @@ class LinearRewardModel(RewardModel):
     ) -> None:
         super().__init__(backbone, tokenizer, **kwargs)
         self.head = head or {}  # float64 tensors on the CPU, where the features are gathered
+        self.computed = 0  # answers the last `features` call ran through the model
 
     @torch.no_grad()
     def features(
@@ -65,20 +83,39 @@ class LinearRewardModel(RewardModel):
         prompts: Sequence[Prompt],
         completions: Sequence[str],
         progress: Callable[[int, int], None] | None = None,
+        cache: FeatureCache | None = None,
     ) -> torch.Tensor:
-        """(N, hidden) float64: each answer's mean hidden state at the feature layer."""
+        """(N, hidden) float64: each answer's mean hidden state at the feature layer.
+        With a `cache`, only answers it lacks go through the model (and are added)."""
         out = torch.zeros((len(prompts), self.model.config.hidden_size), dtype=torch.float64)
-        batches = -(-len(prompts) // self.batch_size)
+        todo = list(range(len(prompts)))
+        keys: list[str] = []
+        if cache is not None:
+            keys = [
+                cache.key(render_with_answer_start(self.tokenizer, p, c, self.max_length))
+                for p, c in zip(prompts, completions, strict=True)
+            ]
+            found = cache.get(keys)
+            todo = [i for i, key in enumerate(keys) if key not in found]
+            for i, key in enumerate(keys):
+                if key in found:
+                    out[i] = found[key]
+        self.computed = len(todo)
+        if not todo:
+            return out
+        batches = -(-len(todo) // self.batch_size)
         for step, (batch, input_ids, attention_mask, answer_mask) in enumerate(
-            self._batches(prompts, completions, True), 1
+            self._batches([prompts[i] for i in todo], [completions[i] for i in todo], True), 1
         ):
             hidden = self.model(input_ids=input_ids, attention_mask=attention_mask)
             hidden = hidden.last_hidden_state  # (B, T, H)
             weights = answer_mask.unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
             pooled = (hidden * weights).sum(1) / weights.sum(1)  # (B, H)
-            out[batch] = pooled.double().cpu()
+            out[[todo[j] for j in batch]] = pooled.double().cpu()
             if progress is not None:
                 progress(step, batches)
+        if cache is not None:
+            cache.put([keys[i] for i in todo], out[todo])
         return out
 
     def raw_scores(self, prompts: Sequence[Prompt], completions: Sequence[str]) -> list[float]:
@@ -118,31 +155,148 @@ def load_feature_backbone(path: str, layer: int, *, device: str = "cpu") -> Any:
     return model.to(device).eval()
 
 
+class FeatureCache:
+    """Answer features on disk, so a cycle runs the backbone only on answers it has not
+    seen: `<root>/<backbone and layer digest>/<shard>.safetensors`, each shard one
+    (N, hidden) float32 tensor (the pooled features are float32 sums, so nothing is
+    lost) with its keys in the file's metadata. A key is a digest of the exact token
+    ids of prompt + answer and where the answer starts, so a change of chat template,
+    tokenizer or `max_length` misses instead of reading stale features; the directory
+    is named by the backbone (its path with the size and time of its weight files, or
+    a Hub id) and the layer."""
+
+    COMPACT_AFTER = 32  # shards; then they are merged into one
+
+    def __init__(self, root: Path, backbone: str, layer: int) -> None:
+        identity = f"{backbone_identity(backbone)}|layer={layer}"
+        digest = hashlib.sha256(identity.encode()).hexdigest()[:16]
+        self.dir = Path(root) / f"{digest}-layer{layer}"
+        self._features: dict[str, torch.Tensor] | None = None
+
+    @staticmethod
+    def key(rendered: tuple[list[int], int]) -> str:
+        ids, answer_start = rendered
+        return hashlib.sha256(json.dumps([answer_start, ids]).encode()).hexdigest()[:32]
+
+    def get(self, keys: Sequence[str]) -> dict[str, torch.Tensor]:
+        features = self._load()
+        return {k: features[k] for k in keys if k in features}
+
+    def put(self, keys: Sequence[str], features: torch.Tensor) -> None:
+        if not keys:
+            return
+        self._write(list(keys), features)
+        known = self._load()
+        for key, row in zip(keys, features.float(), strict=True):
+            known[key] = row.double()
+        shards = self._shards()
+        if len(shards) > self.COMPACT_AFTER:
+            merged = {k: known[k] for k in known}
+            self._write(list(merged), torch.stack(list(merged.values())))
+            for shard in shards:
+                shard.unlink(missing_ok=True)
+
+    def _shards(self) -> list[Path]:
+        return sorted(self.dir.glob("*.safetensors")) if self.dir.is_dir() else []
+
+    def _load(self) -> dict[str, torch.Tensor]:
+        if self._features is None:
+            self._features = {}
+            for shard in self._shards():
+                try:
+                    with safe_open(str(shard), "pt") as f:
+                        keys = json.loads(f.metadata()["keys"])
+                        rows = f.get_tensor("features")
+                except (OSError, ValueError, KeyError, RuntimeError):
+                    continue  # a shard another process is removing, or a damaged one
+                for key, row in zip(keys, rows, strict=True):
+                    self._features[key] = row.double()
+        return self._features
+
+    def _write(self, keys: list[str], features: torch.Tensor) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        name = f"{time.time_ns()}-{uuid.uuid4().hex[:8]}.safetensors"
+        tmp = self.dir / f".{name}.tmp"
+        save_file({"features": features.float().contiguous()}, str(tmp), {"keys": json.dumps(keys)})
+        tmp.rename(self.dir / name)
+
+
+def backbone_identity(backbone: str) -> str:
+    """The backbone's path with the names, sizes and times of its weight files (a new
+    checkpoint in the same place is another backbone), or the Hub id as given."""
+    path = Path(backbone)
+    if not path.is_dir():
+        return backbone
+    weights = sorted([*path.glob("*.safetensors"), *path.glob("*.bin")])
+    stamps = [f"{w.name}:{w.stat().st_size}:{w.stat().st_mtime_ns}" for w in weights]
+    return "|".join([str(path.resolve()), *stamps])
+
+
 def fit_head(
-    chosen: torch.Tensor, rejected: torch.Tensor, *, l2: float
+    chosen: torch.Tensor,
+    rejected: torch.Tensor,
+    *,
+    l2: float,
+    pair_weights: torch.Tensor | None = None,
+    labeled: torch.Tensor | None = None,
+    labels: torch.Tensor | None = None,
+    label_weights: torch.Tensor | None = None,
+    pointwise_weight: float = 0.0,
 ) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
-    """The Bradley–Terry linear head on (N, H) features of chosen and rejected answers."""
-    both = torch.cat([chosen, rejected])
-    head = {"feature_mean": both.mean(0), "feature_std": both.std(0).clamp_min(1e-6)}
+    """The linear head on (N, H) features of chosen and rejected answers, with their
+    weights, and (M, H) features of labeled answers (`labels`: True good, False bad);
+    the module docstring has the loss."""
+    n, hidden = chosen.shape[0], chosen.shape[1]
+    if labeled is None or labels is None or pointwise_weight <= 0:
+        labeled = torch.zeros((0, hidden), dtype=torch.float64)
+        labels = torch.zeros(0, dtype=torch.bool)
+        label_weights = None
+    pair_w = torch.ones(n, dtype=torch.float64) if pair_weights is None else pair_weights.double()
+    label_w = (
+        torch.ones(len(labels), dtype=torch.float64)
+        if label_weights is None
+        else label_weights.double()
+    )
+    rows = torch.cat([chosen, rejected, labeled])
+    head = {"feature_mean": rows.mean(0), "feature_std": rows.std(0).clamp_min(1e-6)}
     diff = standardized(chosen, head) - standardized(rejected, head)  # (N, H)
-    weight = torch.zeros(diff.shape[1], dtype=torch.float64, requires_grad=True)
-    optimizer = torch.optim.LBFGS([weight], max_iter=MAX_ITERATIONS, line_search_fn="strong_wolfe")
+    points = standardized(labeled, head)  # (M, H)
+    signs = labels.double() * 2 - 1  # (M,) +1 good, -1 bad
+    total = pair_w.sum() + pointwise_weight * label_w.sum()
+    weight = torch.zeros(hidden, dtype=torch.float64, requires_grad=True)
+    offset = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+    params = [weight, offset] if len(signs) else [weight]
+    optimizer = torch.optim.LBFGS(params, max_iter=MAX_ITERATIONS, line_search_fn="strong_wolfe")
+    softplus = torch.nn.functional.softplus
 
     def loss() -> torch.Tensor:
         optimizer.zero_grad()
-        value = torch.nn.functional.softplus(-diff.mv(weight)).mean() + l2 * weight.dot(weight)
+        value = (pair_w * softplus(-diff.mv(weight))).sum()
+        if len(signs):
+            value = (
+                value
+                + pointwise_weight
+                * (label_w * softplus(-signs * (points.mv(weight) + offset))).sum()
+            )
+        value = value / total + l2 * weight.dot(weight)
         value.backward()
         return value
 
     optimizer.step(loss)
     iterations = int(optimizer.state[weight]["n_iter"])
     head["weight"] = weight.detach()
+    head["offset"] = offset.detach()
     margins = diff.mv(head["weight"])
-    return head, {
-        "train_loss": float(torch.nn.functional.softplus(-margins).mean()),
-        "train_accuracy": float((margins > 0).double().mean()),
+    stats: dict[str, float] = {
+        "train_loss": float((pair_w * softplus(-margins)).sum() / pair_w.sum()) if n else 0.0,
+        "train_accuracy": float((margins > 0).double().mean()) if n else 0.0,
         "train_steps": iterations,
     }
+    if len(signs):
+        logits = points.mv(head["weight"]) + head["offset"]
+        stats["train_label_accuracy"] = float(((logits > 0) == labels).double().mean())
+        stats["offset"] = float(head["offset"])
+    return head, stats
 
 
 def fit_linear_reward_model(
@@ -151,14 +305,21 @@ def fit_linear_reward_model(
     pairs: Sequence[PreferencePair],
     config: RewardConfig,
     progress: Callable[[int, int], None] | None = None,
+    *,
+    labels: Sequence[LabeledAnswer] = (),
+    cache_dir: Path | None = None,
 ) -> tuple[LinearRewardModel, dict[str, float]]:
+    """Fit on the pairs and (unless `reward.pointwise_weight` is 0) the labeled answers,
+    each at its `trained_weight`; features come from `cache_dir` where it has them."""
     model = LinearRewardModel(
         load_feature_backbone(backbone, config.feature_layer, device=config.device),
         tokenizer,
         max_length=config.max_length,
         batch_size=config.score_batch_size,
     )
-    # each answer once, even when it sits in several pairs
+    if config.pointwise_weight <= 0:
+        labels = ()
+    # each answer once, even when it sits in several examples
     rows: dict[tuple[str, str], int] = {}
     prompts: list[Prompt] = []
     answers: list[str] = []
@@ -173,12 +334,32 @@ def fit_linear_reward_model(
 
     chosen_rows = [row(p.prompt, p.chosen) for p in pairs]
     rejected_rows = [row(p.prompt, p.rejected) for p in pairs]
+    label_rows = [row(e.prompt, e.completion) for e in labels]
+    cache = (
+        FeatureCache(cache_dir, backbone, config.feature_layer) if cache_dir is not None else None
+    )
     started = time.perf_counter()
-    feats = model.features(prompts, answers, progress)
+    feats = model.features(prompts, answers, progress, cache)
     feature_seconds = time.perf_counter() - started
-    head, stats = fit_head(feats[chosen_rows], feats[rejected_rows], l2=config.l2)
+    head, stats = fit_head(
+        feats[chosen_rows],
+        feats[rejected_rows],
+        l2=config.l2,
+        pair_weights=torch.tensor([p.trained_weight for p in pairs], dtype=torch.float64),
+        labeled=feats[label_rows],
+        labels=torch.tensor([e.label for e in labels], dtype=torch.bool),
+        label_weights=torch.tensor([e.trained_weight for e in labels], dtype=torch.float64),
+        pointwise_weight=config.pointwise_weight,
+    )
     model.head = head
-    return model, {**stats, "feature_seconds": feature_seconds, "answers": len(answers)}
+    return model, {
+        **stats,
+        "feature_seconds": feature_seconds,
+        "answers": len(answers),
+        "features_computed": model.computed,
+        "features_cached": len(answers) - model.computed,
+        "train_labels": len(labels),
+    }
 
 
 def load_linear_reward_model(
