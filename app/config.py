@@ -126,7 +126,7 @@ class ServingConfig:
     """The largest file the page's upload route takes (Gradio's `max_file_size`); the page
     has no upload field, so this only bounds what a script could send."""
 
-    sessions_per_address: int = 30
+    sessions_per_address: int = 100
     """The most new identities (`POST /api/session`, the page's anonymous sign-in) one
     client address may create within `session_window_s`; more get HTTP 429."""
 

@@ -22,7 +22,11 @@ from tests.server_process import running_server
 
 pytestmark = pytest.mark.e2e
 
-FAST_VOTES = {"RLHF_CHAT_ARENA_VOTES_PER_WINDOW": "100000", "RLHF_CHAT_BACKUP_ENABLED": "false"}
+FAST_VOTES = {  # and chats: 30 battles are 60 answers, the default chat limit
+    "RLHF_CHAT_ARENA_VOTES_PER_WINDOW": "100000",
+    "RLHF_CHAT_SERVING_CHATS_PER_WINDOW": "100000",
+    "RLHF_CHAT_BACKUP_ENABLED": "false",
+}
 HANG = 15.0  # seconds: a refusal slower than this counts as a hang
 
 

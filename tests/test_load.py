@@ -183,6 +183,9 @@ def test_votes_and_chats_during_a_training_cycle(tiny_model_dir, tmp_path):
         **tiny_loop_env(tiny_model_dir),
         "RLHF_CHAT_ARENA_VOTES_PER_WINDOW": "1000000000",  # the limiter must not set the pace
         "RLHF_CHAT_SERVING_CHATS_PER_WINDOW": "1000000000",
+        # 32 battles (two answers each) and 4 chats at once: more than the default queue
+        # takes, and this load is to be served, not refused with 503
+        "RLHF_CHAT_SERVING_MAX_QUEUE": "128",
     }
     tally = Tally()
     stop = threading.Event()
