@@ -60,6 +60,20 @@ def test_too_little_new_feedback_is_a_recorded_skip(store, tmp_path, tiny_model_
     )
 
 
+def test_too_few_pairs_is_a_skip_that_says_how_many_more(store, tmp_path, tiny_model_dir):
+    add_marker_battles(store, 12, users=1)
+    config = training_config(tmp_path, tiny_model_dir)
+    config = replace(config, reward=replace(config.reward, min_pairs=32))
+    result = run_cycle(store, config)
+    assert "skipped" == result.status
+    run = store.get_run(result.run_id)
+    assert run.status == "skipped"
+    assert run.error.startswith(
+        "reward model not trained: 12 preference pairs, 32 needed (reward.min_pairs): "
+        "20 more decisive judgments"
+    )
+
+
 def test_a_cycle_trains_publishes_and_promotes(voted, tmp_path, tiny_model_dir):
     store = voted
     result = run_cycle(store, training_config(tmp_path, tiny_model_dir))
