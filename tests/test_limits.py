@@ -21,6 +21,7 @@ from typing import Any
 import gradio as gr
 import httpx
 import pytest
+from fastapi.testclient import TestClient
 
 from app.chat import BUSY, ChatService, InputError
 from app.config import ServingConfig, load_config
@@ -235,6 +236,11 @@ def test_the_page_queue_and_uploads_are_bounded(tmp_path):
     try:
         assert (7, 1234) == (app.demo._queue.max_size, app.demo.max_file_size)
         assert 32 == app.backend.max_queue
+        client = TestClient(app.fastapi)
+        upload = client.post("/gradio_api/upload", files={"files": ("x.txt", b"x" * 2000)})
+        assert 413 == upload.status_code
+        small = client.post("/gradio_api/upload", files={"files": ("x.txt", b"x" * 1000)})
+        assert 200 == small.status_code
     finally:
         app.close()
 
