@@ -108,7 +108,7 @@ def test_first_battle_is_two_samples_of_live_stored_as_two_answers(arena, store,
         (m.role, m.parent_id, m.conversation_id, m.content) for m in (a, b)
     ]
     assert ["base", "base"] == [store.message_version_name(m.id) for m in (a, b)]
-    assert [0.7, 1.0] == sorted(m.sampling["temperature"] for m in (a, b))
+    assert [0.7, 0.7] == sorted(m.sampling["temperature"] for m in (a, b))
     assert ("live_two_samples", None, None) == (battle.pairing, battle.outcome, battle.voted_at)
     assert ["base says hi", "base says hi"] == [side.text for side in turn.sides]
 

@@ -130,9 +130,7 @@ def evaluate_gate(
         raise ValueError("the gate compares answers to the same prompts, in the same order")
     diffs = [c - v for c, v in zip(candidate.rewards, live.rewards, strict=True)]
     gain = statistics.fmean(diffs)
-    lower = paired_bootstrap_lower_bound(
-        diffs, candidate.prompt_ids, confidence=config.confidence
-    )
+    lower = paired_bootstrap_lower_bound(diffs, candidate.prompt_ids, confidence=config.confidence)
     reasons = []
     if lower < -config.non_inferiority_margin:
         reasons.append(
