@@ -84,7 +84,9 @@ def bearer_user(
     try:
         uid = identity.verify(token.strip())
         user = store.get_user(uid)
-    except (InvalidToken, NotFound) as exc:  # forged, or signed for a user who is gone
+    except InvalidToken as exc:  # forged, expired, revoked, or for a user who is gone
+        raise InputError(401, str(exc)) from exc
+    except NotFound as exc:
         raise InputError(401, "the user token is not valid") from exc
     if accounts is not None and not accounts.may_use(user):
         # an anonymous token from before sign-in was required

@@ -102,16 +102,18 @@ class Identity:
     def verify(self, token: str | None) -> int:
         """The user id of a valid token; `InvalidToken` says why not."""
         if not token or not isinstance(token, str):
-            raise InvalidToken("no user token")
+            raise InvalidToken("no user token was sent")
         try:
             payload = self._serializer.loads(token)
         except BadSignature as exc:
-            raise InvalidToken("user token is not valid") from exc
+            raise InvalidToken("the user token is not valid") from exc
         if not isinstance(payload, dict) or set(payload) != {"user_id", "version", "issued_at"}:
-            raise InvalidToken("user token is not valid (sign in again)")
+            raise InvalidToken(
+                "the user token is not valid (from an earlier release?): sign in again"
+            )
         user_id, version, issued_at = payload["user_id"], payload["version"], payload["issued_at"]
         if not all(type(v) is int for v in (user_id, version, issued_at)):
-            raise InvalidToken("user token is not valid")
+            raise InvalidToken("the user token is not valid")
         user = None
         if self._store is not None:
             from storage import NotFound
@@ -119,11 +121,11 @@ class Identity:
             try:
                 user = self._store.get_user(user_id)
             except NotFound as exc:
-                raise InvalidToken("user token is for an unknown user") from exc
+                raise InvalidToken("the user token is not valid: no such user") from exc
             if version != user.token_version:
-                raise InvalidToken("user token was revoked: sign in again")
+                raise InvalidToken("the user token was revoked: sign in again")
         age = self._clock() - issued_at
         max_age = self._max_age_s(user) if callable(self._max_age_s) else self._max_age_s
         if age > max_age or age < -CLOCK_SKEW_S:
-            raise InvalidToken("user token has expired: sign in again")
+            raise InvalidToken("the user token has expired: sign in again")
         return user_id
