@@ -437,3 +437,35 @@ def test_configured_secrets_must_be_32_characters():
         with pytest.raises(ConfigError, match=r"at least 32"):
             load_config(env={f"RLHF_CHAT_AUTH_{name}": "short-secret"})
         assert load_config(env={f"RLHF_CHAT_AUTH_{name}": "s" * 32})
+
+
+def test_the_dashboard_shows_admin_parts_to_an_admin_users_session_only(tmp_path):
+    from app.server import create_app
+
+    config = load_config(
+        env={
+            "RLHF_CHAT_DATA": str(tmp_path),
+            "RLHF_CHAT_SERVING_BACKEND": "scripted",
+            "RLHF_CHAT_SCHEDULE_ENABLED": "false",
+            "RLHF_CHAT_BACKUP_INTERVAL_MINUTES": "0",
+            "RLHF_CHAT_AUTH_PASSWORD_USERS": "alice:wonderland,bob:builder",
+            "RLHF_CHAT_AUTH_ADMIN_USERS": "alice",
+        }
+    )
+    application = create_app(config)
+    try:
+        hub_user_with_a_vote(tmp_path)
+        client = TestClient(application.fastapi)
+        alice, bob = (
+            client.post("/api/login", json={"name": n, "password": p}).json()["user_token"]
+            for n, p in (("alice", "wonderland"), ("bob", "builder"))
+        )
+        refresh = next(f.fn for f in application.demo.fns.values() if f.fn.__name__ == "refresh")
+        for typed, session in (("", bob), ("", None), ("wrong", alice), (bob, None)):
+            out = refresh(typed, session, True)
+            assert out[9].empty and out[11].empty and out[10]["visible"] is False
+        out = refresh("", alice, True)
+        assert HUB_NAME in out[11]["name"].tolist() and out[10]["visible"] is True
+        assert out[12]["visible"] is True  # the leaderboard with flagged users' votes
+    finally:
+        application.close()
