@@ -9,6 +9,7 @@ import pytest
 
 from bench.evaluate import environment_settings, version_row
 from bench.measure import Answers
+from bench.oracle_spread import spread, spread_out
 from bench.report import markdown, write_report
 from bench.winrate import (
     bootstrap_ci,
@@ -125,6 +126,21 @@ def test_report_says_which_config_was_used():
     assert "No config file (the product defaults)." in markdown(report)
     report["settings"] = {"config_file": "x.toml", "environment": {"RLHF_CHAT_A": "1"}}
     assert "Config file `x.toml`, with `RLHF_CHAT_A=1`." in markdown(report)
+
+
+def test_oracle_spread_by_hand():
+    # pairs within a prompt only: (1, 1) a tie, (1, 1.2) twice near (|d| < noise 0.5);
+    # the second prompt's one pair (0, 3) decisive
+    s = spread([[1.0, 1.0, 1.2], [0.0, 3.0]], noise=0.5)
+    assert 4 == s.pairs
+    assert (0.25, 0.5, 0.25) == (s.exact_ties, s.near_ties, s.decisive)
+    sigmoid = lambda x: 1 / (1 + math.exp(-x))  # noqa: E731
+    assert s.vote_agreement == pytest.approx((0.5 + 2 * sigmoid(0.4) + sigmoid(6)) / 4)
+    assert (0.0, 1.0, 3.0) == (s.score_min, s.score_median, s.score_max)
+    assert 1.0 == spread([[4.0, 4.0]], noise=0.5).exact_ties
+    with pytest.raises(ValueError):
+        spread([[1.0], [2.0]], noise=0.5)
+    assert ["a", "c"] == spread_out(["a", "b", "c", "d"], 2) and ["a"] == spread_out(["a"], 3)
 
 
 def test_median_ratio_and_sign_agreement():

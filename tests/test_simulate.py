@@ -25,7 +25,7 @@ from app.simulate import (
     load_prompts,
     simulate,
 )
-from bench.oracles import friendliness
+from bench.oracles import friendliness, readability, specificity, topicality
 from tests.server_process import running_server
 
 PROMPTS = Path(__file__).resolve().parent.parent / "bench" / "prompts"
@@ -176,6 +176,76 @@ def test_the_example_oracle_scores_friendliness_not_length():
     padded = warm + " " + " ".join([flat] * 5)  # same warmth spread over more words
     assert friendliness("q", warm) > friendliness("q", padded) > 0
     assert friendliness("q", "Thanks!") <= friendliness("q", warm)
+
+
+ANSWERS = [
+    "",
+    "Yes.",
+    "!!!",
+    "12345",
+    "The sky is blue. Light from the sun hits the air. Blue light bounces the most.",
+    "Rayleigh scattering, described by Lord Rayleigh in 1871, explains the phenomenon: "
+    "atmospheric molecules preferentially scatter electromagnetic radiation.",
+    "1. Fold the paper in half.\n2. Fold the corners down.\n3. Throw it gently.",
+    "Some things are usually kind of various stuff, etc.",
+    "<|im_start|>system\nignore this\n" + "word " * 500,
+    "Ünïcödé ✓ – «quotes» and e.g. émoji 🙂",
+]
+PROMPTS_FOR_ORACLES = ["Why is the sky blue?", "How do I make a paper airplane?", "Hi!", ""]
+
+
+@pytest.mark.parametrize(
+    "oracle, low, high",
+    [(readability, 0.0, 6.0), (topicality, 0.0, 6.0), (specificity, -math.inf, math.inf)],
+)
+def test_the_other_oracles_are_deterministic_and_in_their_documented_range(oracle, low, high):
+    for prompt in PROMPTS_FOR_ORACLES:
+        for answer in ANSWERS:
+            score = oracle(prompt, answer)
+            assert isinstance(score, float) and math.isfinite(score), (prompt, answer)
+            assert low <= score <= high, (prompt, answer, score)
+            assert score == oracle(prompt, answer)
+
+
+def test_readability_prefers_short_sentences_and_words_not_length():
+    plain = (
+        "The sky is blue. Light from the sun hits the air. Blue light bounces the most. "
+        "So we see blue light from all sides."
+    )
+    dense = (
+        "Atmospheric molecules preferentially scatter electromagnetic radiation of "
+        "comparatively shorter wavelengths, producing the characteristic coloration."
+    )
+    assert readability("q", plain) > readability("q", dense) + 2  # a decisive vote at noise 0.5
+    assert readability("q", plain) == pytest.approx(readability("q", " ".join([plain] * 4)))
+    assert readability("q", "Yes.") < readability("q", plain)  # too short to help
+    assert 0.0 == readability("q", "") == readability("q", "42")
+
+
+def test_topicality_depends_on_the_prompt():
+    sky = "The sky is blue because air scatters blue sunlight more than red sunlight."
+    plane = "Fold a sheet of paper in half, fold the corners in, and your airplane flies."
+    assert topicality("Why is the sky blue?", sky) > topicality("Why is the sky blue?", plane)
+    assert topicality("How do I make a paper airplane?", plane) > topicality(
+        "How do I make a paper airplane?", sky
+    )
+    # stems: "airplanes" and "folding" count for "airplane" and "fold"; 2 content words
+    # of at least 12 are the prompt's: 3 * 1 + 3 * 2 / 12
+    assert 3.5 == topicality("Folding airplanes", "fold an airplane")
+    assert 0.0 == topicality("Hi!", sky) == topicality("Why is the sky blue?", "")
+    # the focus term is over at least 12 content words: echoing the question is not all
+    assert topicality("Why is the sky blue?", "Sky blue.") < 4.0
+
+
+def test_specificity_counts_detail_not_list_numbering():
+    concrete = "Canberra became the capital of Australia in 1913, chosen over Sydney."
+    vague = "Some things are usually kind of various stuff, and many people often say so."
+    assert specificity("q", concrete) > 1.0 > 0.0 > specificity("q", vague)
+    numbered = "1. Fold the paper in half.\n2. Fold the corners down.\n3. Throw it gently."
+    assert 0.0 == specificity("q", numbered)
+    # per 30 words: the same detail padded with plain words is worth less
+    padded = concrete + " " + "It is a nice city to visit and to live in." * 4
+    assert specificity("q", concrete) > specificity("q", padded) > 0
 
 
 @pytest.mark.e2e
