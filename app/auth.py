@@ -65,7 +65,10 @@ class TooManyAttempts(Exception):
 
 
 class SlidingWindow:
-    """At most `limit` events per key in any `window_s` seconds, in memory."""
+    """At most `limit` events per key in any `window_s` seconds, in memory. Keys whose
+    events have all left the window are dropped, so many names tried once cost little."""
+
+    SWEEP_AT = 10_000  # keys held before a sweep drops the stale ones
 
     def __init__(
         self, limit: int, window_s: float, *, clock: Callable[[], float] = time.monotonic
@@ -74,27 +77,33 @@ class SlidingWindow:
         self._times: dict[str, deque[float]] = {}
         self._lock = threading.Lock()
 
-    def _recent(self, key: str) -> deque[float]:
-        now = self._clock()
-        times = self._times.setdefault(key, deque())
-        while times and times[0] <= now - self.window_s:
+    def _recent(self, key: str) -> deque[float] | None:
+        times = self._times.get(key)
+        if times is None:
+            return None
+        cutoff = self._clock() - self.window_s
+        while times and times[0] <= cutoff:
             times.popleft()
         if not times:
-            del self._times[key]  # keep the table as small as the attackers are busy
-            times = self._times.setdefault(key, deque())
+            del self._times[key]
+            return None
         return times
 
     def full(self, key: str) -> bool:
         with self._lock:
-            return len(self._recent(key)) >= self.limit
+            times = self._recent(key)
+            return times is not None and len(times) >= self.limit
 
     def hit(self, key: str) -> bool:
         """Count one event for `key` now, unless it is over the limit (then False)."""
         with self._lock:
             times = self._recent(key)
-            if len(times) >= self.limit:
+            if times is not None and len(times) >= self.limit:
                 return False
-            times.append(self._clock())
+            if len(self._times) >= self.SWEEP_AT:
+                for stale in list(self._times):
+                    self._recent(stale)
+            self._times.setdefault(key, deque()).append(self._clock())
             return True
 
 

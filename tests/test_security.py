@@ -469,3 +469,18 @@ def test_the_dashboard_shows_admin_parts_to_an_admin_users_session_only(tmp_path
         assert out[12]["visible"] is True  # the leaderboard with flagged users' votes
     finally:
         application.close()
+
+
+def test_the_sign_in_window_slides_and_forgets_stale_keys():
+    from app.auth import SlidingWindow
+
+    now = [0.0]
+    window = SlidingWindow(2, 10.0, clock=lambda: now[0])
+    assert window.hit("a") and window.hit("a") and not window.hit("a") and window.full("a")
+    assert not window.full("b") and window.hit("b")  # per key
+    now[0] = 10.5
+    assert not window.full("a") and window.hit("a")
+    window.SWEEP_AT = 2
+    now[0] = 30.0
+    window.hit("c")
+    assert {"c"} == set(window._times)  # a and b had nothing left in the window
