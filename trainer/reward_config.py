@@ -89,11 +89,13 @@ class RewardConfig:
     """Deprecated: the old name of `max_user_weight_share` (which replaced a hard cap
     that dropped examples). When set, it is used as `max_user_weight_share`."""
 
-    pointwise_weight: float = 0.25
+    pointwise_weight: float = 0.5
     """`linear` only: what one unpaired label (a thumb without a partner, a both-bad
     answer, a retry) weighs in the fit against one preference pair's 1. A label says
-    less than a comparison, and this keeps a few of them from outweighing the pairs;
-    0 leaves the labels out."""
+    less than a comparison, and this keeps many of them from outweighing the pairs; 0
+    leaves the labels out. Measured on SmolLM2 features with three simulated tastes
+    (about 50 pairs and 60 thumbs, 20 draws each): 0.5 added 1.6–3.0 points of held-out
+    agreement over pairs alone, 0.25 added 0.9–2.7, 1.0 0.9–3.1 with more spread."""
 
     seed: int = 0
     """Seeds the split, the head's init and training order, and which examples a
