@@ -473,6 +473,23 @@ def test_features_are_cached_per_answer(store, tmp_path, tiny_model_dir):
     assert stats["features_computed"] == 24
 
 
+def test_a_second_reward_run_computes_no_features_for_unchanged_data(
+    store, tmp_path, tiny_model_dir
+):
+    add_marker_battles(store, 20)
+    config = tiny_config(tiny_model_dir, method="linear", normalize_on="dataset", min_pairs=4)
+    runs = [
+        train_reward_model(store, config, data_dir=tmp_path, base_model=str(tiny_model_dir))
+        for _ in range(2)
+    ]
+    first, second = runs
+    assert first.metrics["features_computed"] == first.metrics["answers"] > 0
+    assert first.model.computed > 0  # the held-out answers, the first time
+    assert (second.metrics["features_computed"], second.model.computed) == (0, 0)
+    assert second.metrics["heldout_accuracy"] == first.metrics["heldout_accuracy"]
+    assert (tmp_path / "reward" / "features").is_dir()
+
+
 def build_training_view(store):
     from trainer.data import build_dataset
 

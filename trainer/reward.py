@@ -32,6 +32,7 @@ sibling and renamed, then registered as a `reward` version and promoted.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -182,6 +183,10 @@ class RewardModel:
                 answer_mask[row, answer_start : len(ids)] = True
             device = self.device
             yield batch, input_ids.to(device), attention_mask.to(device), answer_mask.to(device)
+
+    def cached(self) -> contextlib.AbstractContextManager[None]:
+        """Scores in this block may reuse cached features (the linear method's)."""
+        return contextlib.nullcontext()
 
     def save_weights(self, directory: Path) -> None:
         """The trained weights (the adapter with the score head) into `directory`."""
@@ -427,7 +432,8 @@ def _publish(
     name = f"reward-{run_id}"
     normalization = _normalization(reward_model, data, config, base_model)
     reward_model.mean, reward_model.std = normalization["mean"], normalization["std"]
-    heldout = evaluate_pairs(reward_model, data.heldout_pairs)
+    with reward_model.cached():
+        heldout = evaluate_pairs(reward_model, data.heldout_pairs)
     metrics = {
         **{f"heldout_{k}": v for k, v in heldout.items()},
         **train_stats,

@@ -41,7 +41,8 @@ import hashlib
 import json
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -76,6 +77,8 @@ class LinearRewardModel(RewardModel):
         super().__init__(backbone, tokenizer, **kwargs)
         self.head = head or {}  # float64 tensors on the CPU, where the features are gathered
         self.computed = 0  # answers the last `features` call ran through the model
+        self.feature_cache: FeatureCache | None = None  # for `cached()`
+        self._use_cache = False
 
     @torch.no_grad()
     def features(
@@ -121,8 +124,19 @@ class LinearRewardModel(RewardModel):
     def raw_scores(self, prompts: Sequence[Prompt], completions: Sequence[str]) -> list[float]:
         if not self.head:
             raise RewardModelError("this linear reward model has no head yet")
-        feats = self.features(prompts, completions)
+        cache = self.feature_cache if self._use_cache else None
+        feats = self.features(prompts, completions, cache=cache)
         return standardized(feats, self.head).mv(self.head["weight"]).tolist()
+
+    @contextmanager
+    def cached(self) -> Iterator[None]:
+        """Score stored answers through the feature cache (held-out votes), not what PPO
+        samples, which would only fill it."""
+        self._use_cache = self.feature_cache is not None
+        try:
+            yield
+        finally:
+            self._use_cache = False
 
     def save_weights(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
@@ -352,6 +366,7 @@ def fit_linear_reward_model(
         pointwise_weight=config.pointwise_weight,
     )
     model.head = head
+    model.feature_cache = cache
     return model, {
         **stats,
         "feature_seconds": feature_seconds,
