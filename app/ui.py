@@ -9,6 +9,7 @@ traceback: bad input and model failures become a short `gr.Warning`.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -312,6 +313,8 @@ def _answer_index(history: list[dict[str, Any]], index: Any) -> int | None:
 
 
 def thumb(service: ChatService, identity: Identity):
+    reports = threading.Lock()
+
     def thumb(ids: list[int | None], token: str | None, data: gr.LikeData) -> None:
         """👍 stores 1, 👎 stores -1, clicking the chosen one again clears it; *Report*
         stores a `flag` feedback on the answer."""
@@ -323,7 +326,13 @@ def thumb(service: ChatService, identity: Identity):
         try:
             uid = current_user(identity, token, service.store)
             if data.liked == REPORT:
-                service.feedback(uid, message_id, "flag")
+                # one report per answer and user: the page sends a report event twice
+                with reports:
+                    if not any(
+                        f.kind == "flag" and f.user_id == uid
+                        for f in service.store.message_feedback(message_id)
+                    ):
+                        service.feedback(uid, message_id, "flag")
                 gr.Info("Thanks: the answer is reported.")
                 return
             value = 1 if data.liked is True else -1 if data.liked is False else None

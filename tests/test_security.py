@@ -351,11 +351,12 @@ def test_report_on_an_answer_is_stored_as_a_flag(store, monkeypatch):
         identity.issue(me.id),
         gr.LikeData(None, {"index": 1, "value": "", "liked": True}),
     )
-    thumb(
-        [answer.id - 1, answer.id],
-        identity.issue(me.id),
-        gr.LikeData(None, {"index": 1, "value": "", "liked": ui.REPORT}),
-    )
+    for _ in range(2):  # the page sends a report event twice: it counts once
+        thumb(
+            [answer.id - 1, answer.id],
+            identity.issue(me.id),
+            gr.LikeData(None, {"index": 1, "value": "", "liked": ui.REPORT}),
+        )
     kinds = sorted((f.kind, f.value) for f in store.message_feedback(answer.id))
     assert [("flag", None), ("thumb", 1)] == kinds  # the report leaves the thumb alone
 
