@@ -209,6 +209,14 @@ def test_one_cycle_loop_on_the_tiny_model_writes_a_valid_report(
     assert ["base", "v1"] == [v["name"] for v in report["versions"]]
     base = report["versions"][0]
     assert 0.0 == base["kl_to_base"] and base["median_length_ratio"] > 0
+    settings = report["settings"]
+    assert settings["config_file"] is None and 2 == settings["samples"]  # the defaults
+    assert 6 == settings["max_new_tokens"] and "RLHF_CHAT_MODEL_SOURCE" in settings["environment"]
+    for v in report["versions"]:
+        assert 8 == v["answer_pairs"] and 0 <= v["tie_share"] <= 1, v  # 4 prompts x 2
+        assert 0 <= v["no_eos_rate"] <= 1 and 0 < v["median_length"] <= 6, v
+        assert v["decisive_win_rate"] is None or 0 <= v["decisive_win_rate"] <= 1, v
+    assert "No config file (the product defaults)" in (out / "report.md").read_text()
     [cycle] = report["cycles"]
     assert "promoted" == cycle["outcome"] and 10 == cycle["votes"], cycle
     for name in ("report.md", "win_rate.png", "kl.png", "length.png", "reward_model.png"):
