@@ -12,6 +12,7 @@ import re
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -76,6 +77,24 @@ def hub_user_with_a_vote(data_dir: Path) -> int:
         return user.id
     finally:
         store.close()
+
+
+def queue_call(http: httpx.Client, fn_index: int, data: list) -> dict:
+    """Run one of the page's event handlers by number, as the page's own script does
+    (private ones included), and return its output."""
+    session = uuid.uuid4().hex[:10]
+    joined = http.post(
+        "/gradio_api/queue/join",
+        json={"data": data, "fn_index": fn_index, "session_hash": session, "trigger_id": None},
+    )
+    assert 200 == joined.status_code, joined.text
+    with http.stream("GET", f"/gradio_api/queue/data?session_hash={session}") as events:
+        for line in events.iter_lines():
+            if line.startswith("data:"):
+                message = json.loads(line[5:])
+                if message.get("msg") == "process_completed":
+                    return message.get("output") or {}
+    raise AssertionError(f"no answer from handler {fn_index}")
 
 
 def refused(response: httpx.Response, status: int) -> str:
@@ -225,7 +244,7 @@ def test_expired_revoked_and_old_format_tokens_get_401(server, http, key):
 
 
 def test_non_admins_cannot_read_the_per_user_table_through_any_route(server, http):
-    hub_user_with_a_vote(server.data_dir)
+    hub_id = hub_user_with_a_vote(server.data_dir)
     anon = new_user(http)
     for path in ("/api/admin/users", "/api/admin/users?flagged=true", "/api/admin/leaderboard"):
         refused(http.get(path), 401)
@@ -251,10 +270,30 @@ def test_non_admins_cannot_read_the_per_user_table_through_any_route(server, htt
         assert "" == out[8]  # training errors
         assert [] == out[10]["data"]  # users (the admin area's column is not an output here)
         assert out[11]["visible"] is False  # the leaderboard with flagged users' votes
+    # the private refreshes (after sign-in, after each admin button) are no API routes, but
+    # the queue still runs them by number: each checks the credential as well
+    config = http.get("/config").json()
+    shares = next(
+        c["id"] for c in config["components"] if c["props"].get("elem_id") == "user-shares"
+    )
+    dependencies = [d for d in config["dependencies"] if shares in d["outputs"]]
+    assert len(dependencies) > 1
+    for dependency in dependencies:
+        for typed, session in attempts:
+            out = queue_call(http, dependency["id"], [typed, session, True])
+            assert HUB_NAME not in json.dumps(out)
+    assert HUB_NAME in json.dumps(queue_call(http, dependencies[-1]["id"], [ADMIN, None, True]))
     # every other route with an answer either needs nothing of this or shows no user names
     page_token = client.predict(None, api_name="/sign_in")
     assert HUB_NAME not in json.dumps(client.predict(api_name="/leaderboard"), default=str)
     assert HUB_NAME not in str(page_token)
+    # nor use the moderation buttons' routes
+    for typed, session in attempts:
+        for action in ("/admin_flag", "/admin_revoke"):
+            client.predict(typed, session, str(hub_id), api_name=action)
+    users = http.get("/api/admin/users", headers=bearer(ADMIN)).json()["users"]
+    hub = next(u for u in users if u["id"] == hub_id)
+    assert (False, 0) == (hub["flagged"], hub["token version"])
     # the control: the admin token shows them
     out = client.predict(ADMIN, None, True, api_name="/dashboard")
     assert HUB_NAME in json.dumps(out, default=str)
