@@ -14,8 +14,14 @@ voters (app/simulate.py) would make of it at `--noise`:
 - vote agreement: the expected share of votes that agree with the oracle, ties half.
 
 An oracle that ties most pairs gives the reward model nothing to learn however many
-votes are cast (shared/DESIGN.md: a taste the base model never shows teaches nothing).
+votes are cast (a taste the base model never shows teaches nothing).
 Answers can be saved (`--save`) and re-judged without sampling (`--answers`).
+
+With `--reward-check N`, it also asks whether the linear reward head can see the taste:
+mean-pooled features of the base model at the configured `reward.feature_layer`,
+noisy votes (as the simulator casts them) on every answer pair of half the prompts,
+the head fitted with the configured `reward.l2`, and its agreement with the oracle on
+the other half's pairs (oracle ties left out), over N random splits of the prompts.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import combinations
 from pathlib import Path
+from typing import Any
 
 from app.simulate import load_oracle, load_prompts, sigmoid
 
@@ -120,6 +127,81 @@ def judge_groups(oracle: Oracle, sampled: Sequence[dict]) -> list[list[float]]:
     return [[float(oracle(s["prompt"], a)) for a in s["answers"]] for s in sampled]
 
 
+def answer_features(sampled: Sequence[dict], data_dir: Path | None) -> list[list[Any]]:
+    """Each answer's mean hidden state at `reward.feature_layer` of the base model, as
+    the linear reward head reads it, grouped by prompt."""
+    import torch
+
+    from app.config import load_config
+    from trainer.models import load_tokenizer, resolve_base_model
+    from trainer.reward import render_with_answer_start
+    from trainer.reward_linear import load_feature_backbone
+
+    with tempfile.TemporaryDirectory() as tmp:
+        where = data_dir or Path(tmp)
+        config = load_config(None, overrides={"storage.data_dir": where})
+        base = resolve_base_model(config.model.source, where)
+        tokenizer = load_tokenizer(base)
+        model = load_feature_backbone(base, config.reward.feature_layer)
+    groups = []
+    with torch.no_grad():
+        for s in sampled:
+            group = []
+            for answer in s["answers"]:
+                ids, start = render_with_answer_start(tokenizer, s["prompt"], answer, 1024)
+                hidden = model(input_ids=torch.tensor([ids])).last_hidden_state[0]  # (T, H)
+                group.append(hidden[start:].mean(0).double())
+            groups.append(group)
+    return groups
+
+
+def reward_check(
+    features: Sequence[Sequence[Any]],
+    scores: Sequence[Sequence[float]],
+    *,
+    noise: float,
+    l2: float,
+    splits: int,
+    seed: int = 0,
+) -> list[tuple[int, float | None]]:
+    """Per random split of the prompts in halves: (votes the head was fitted on, its
+    agreement with the oracle on the other half's answer pairs)."""
+    import random
+
+    import torch
+
+    from app.simulate import choose_outcome
+    from trainer.reward_linear import fit_head, standardized
+
+    results: list[tuple[int, float | None]] = []
+    for k in range(splits):
+        rng = random.Random(seed * 1000 + k)
+        order = list(range(len(features)))
+        rng.shuffle(order)
+        train, test = order[: len(order) // 2], order[len(order) // 2 :]
+        chosen, rejected = [], []
+        for g in train:
+            for i, j in combinations(range(len(features[g])), 2):
+                vote = choose_outcome(scores[g][i], scores[g][j], noise=noise, rng=rng)
+                if vote in ("a", "b"):
+                    better, worse = (i, j) if vote == "a" else (j, i)
+                    chosen.append(features[g][better])
+                    rejected.append(features[g][worse])
+        if not chosen:
+            results.append((0, None))
+            continue
+        head, _ = fit_head(torch.stack(chosen), torch.stack(rejected), l2=l2)
+        agree = []
+        for g in test:
+            predicted = standardized(torch.stack(list(features[g])), head).mv(head["weight"])
+            for i, j in combinations(range(len(features[g])), 2):
+                truth = scores[g][i] - scores[g][j]
+                if truth != 0:
+                    agree.append(float((predicted[i] - predicted[j]) * truth > 0))
+        results.append((len(chosen), statistics.fmean(agree) if agree else None))
+    return results
+
+
 def main(argv: list[str] | None = None, *, prog: str = "python -m bench.oracle_spread") -> int:
     p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     p.add_argument("--oracle", action="append", required=True, metavar="MODULE:FUNC")
@@ -134,6 +216,13 @@ def main(argv: list[str] | None = None, *, prog: str = "python -m bench.oracle_s
     p.add_argument("--save", type=Path, metavar="FILE", help="save the sampled answers")
     p.add_argument(
         "--data-dir", type=Path, metavar="DIR", help="keep the converted base model here"
+    )
+    p.add_argument(
+        "--reward-check",
+        type=int,
+        default=0,
+        metavar="N",
+        help="fit the linear reward head on half the prompts' votes, N splits (default 0: off)",
     )
     args = p.parse_args(argv)
     if args.samples < 2:
@@ -165,6 +254,27 @@ def main(argv: list[str] | None = None, *, prog: str = "python -m bench.oracle_s
             f"  {s.vote_agreement:>14.0%}   scores {s.score_min:.2f} / "
             f"{s.score_median:.2f} / {s.score_max:.2f}"
         )
+    if args.reward_check > 0:
+        from app.config import load_config
+
+        l2 = load_config(None).reward.l2
+        features = answer_features(sampled, args.data_dir)
+        print(f"linear reward head (l2 {l2}) on half the prompts' votes, agreement on the rest:")
+        for name, oracle in oracles.items():
+            checks = reward_check(
+                features,
+                judge_groups(oracle, sampled),
+                noise=args.noise,
+                l2=l2,
+                splits=args.reward_check,
+                seed=args.seed,
+            )
+            agreements = [a for _, a in checks if a is not None]
+            print(
+                f"{name:30}  votes {', '.join(str(n) for n, _ in checks)}; agreement "
+                + ", ".join("n/a" if a is None else f"{a:.2f}" for _, a in checks)
+                + (f"; mean {statistics.fmean(agreements):.2f}" if agreements else "")
+            )
     return 0
 
 

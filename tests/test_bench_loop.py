@@ -9,7 +9,7 @@ import pytest
 
 from bench.evaluate import environment_settings, version_row
 from bench.measure import Answers
-from bench.oracle_spread import spread, spread_out
+from bench.oracle_spread import reward_check, spread, spread_out
 from bench.report import markdown, write_report
 from bench.winrate import (
     bootstrap_ci,
@@ -141,6 +141,24 @@ def test_oracle_spread_by_hand():
     with pytest.raises(ValueError):
         spread([[1.0], [2.0]], noise=0.5)
     assert ["a", "c"] == spread_out(["a", "b", "c", "d"], 2) and ["a"] == spread_out(["a"], 3)
+
+
+def test_reward_check_learns_a_taste_its_features_show():
+    import torch
+
+    # 8 prompts x 4 answers; the oracle's score is the first feature, the second is noise
+    gen = torch.Generator().manual_seed(0)
+    features = [
+        [torch.randn(2, generator=gen, dtype=torch.float64) for _ in range(4)] for _ in range(8)
+    ]
+    scores = [[float(f[0]) * 3 for f in g] for g in features]
+    checks = reward_check(features, scores, noise=0.5, l2=0.01, splits=3)
+    # 24 noisy votes (some against the oracle) per split; chance would be 0.5
+    assert 3 == len(checks) and all(n == 24 and a >= 0.8 for n, a in checks), checks
+    assert checks == reward_check(features, scores, noise=0.5, l2=0.01, splits=3)
+    # an oracle that ties everything casts no votes: nothing to fit
+    ties = [[1.0] * 4 for _ in features]
+    assert [(0, None)] == reward_check(features, ties, noise=0.5, l2=0.01, splits=1)
 
 
 def test_median_ratio_and_sign_agreement():
