@@ -51,12 +51,19 @@ def build_parser(prog: str = "rlhf-chat bench loop") -> argparse.ArgumentParser:
     p.add_argument("--users", type=int, default=20, help="simulated users per cycle")
     p.add_argument("--noise", type=float, default=0.5, help="voters' noise, in oracle units")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--concurrency", type=int, default=4, help="simulated requests in flight")
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        default=8,
+        help="simulated requests in flight (default 8: a battle is two answers, so 16 fill "
+        "one batch of the default serving.max_batch_size)",
+    )
     p.add_argument(
         "--max-new-tokens",
         type=int,
-        default=64,
-        help="serving length: answers in battles, chats and the measurement (default 64)",
+        default=40,
+        help="serving length: answers in battles, chats and the measurement (default 40, "
+        "the benchmark's budget on a 2-core CPU)",
     )
     p.add_argument(
         "--config", metavar="FILE", help="TOML config for the server (default: none, the defaults)"
