@@ -23,7 +23,7 @@ def tiny_loop_env(model_dir):
         "RLHF_CHAT_REWARD_LEARNING_RATE": "0.01",
         "RLHF_CHAT_REWARD_EPOCHS": "1",
         "RLHF_CHAT_REWARD_MIN_PAIRS": "4",
-        "RLHF_CHAT_REWARD_USER_SHARE_CAP": "1.0",
+        "RLHF_CHAT_REWARD_FEATURE_LAYER": "2",  # the tiny model's last layer (linear method)
         "RLHF_CHAT_REWARD_NORMALIZE_SAMPLES": "4",
         "RLHF_CHAT_REWARD_NORMALIZE_MAX_NEW_TOKENS": "4",
         "RLHF_CHAT_PPO_ROLLOUT_BATCH_SIZE": "4",
