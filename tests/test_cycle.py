@@ -206,7 +206,6 @@ def test_one_user_alone_trains_and_exports_every_vote(
     env = {
         "RLHF_CHAT_MODEL_SOURCE": str(tiny_model_dir),
         "RLHF_CHAT_SCHEDULE_IN_CHILD_PROCESS": "false",
-        "RLHF_CHAT_REWARD_FEATURE_LAYER": "2",
         "RLHF_CHAT_REWARD_MAX_LENGTH": "128",
         "RLHF_CHAT_REWARD_NORMALIZE_SAMPLES": "4",
         "RLHF_CHAT_REWARD_NORMALIZE_MAX_NEW_TOKENS": "4",
@@ -218,6 +217,7 @@ def test_one_user_alone_trains_and_exports_every_vote(
         "RLHF_CHAT_CYCLE_PPO_ROUNDS": "1",
         "RLHF_CHAT_CYCLE_HELDOUT_PROMPTS": "4",
         "RLHF_CHAT_GATE_SAMPLES": "2",
+        "RLHF_CHAT_GATE_MAX_NEW_TOKENS": "8",
     }
     for key, value in env.items():
         monkeypatch.setenv(key, value)

@@ -116,7 +116,7 @@ def test_reward_config_defaults_to_the_base_model():
         ("device", "tpu", "reward.device must be cpu, cuda[:N] or mps"),
         ("lora_layers", -1, "reward.lora_layers must be 0 (all) or more"),
         ("method", "deep", "reward.method must be one of lora, linear"),
-        ("feature_layer", 0, "reward.feature_layer must be at least 1"),
+        ("feature_layer", -1, "reward.feature_layer must be 0"),
         ("l2", 0.0, "reward.l2 must be above 0"),
         ("l2", float("nan"), "reward.l2 must be above 0"),
     ],
@@ -309,6 +309,14 @@ def test_linear_reward_model_saves_reloads_and_scores_the_same(trained_linear):
     assert latest_reward_model(store).score(prompts, answers) == pytest.approx(expected)
     one_by_one = [outcome.model.score([p], [a])[0] for p, a in zip(prompts, answers, strict=True)]
     assert one_by_one == pytest.approx(expected, abs=1e-6)  # padding does not leak in
+
+
+def test_the_default_feature_layer_is_a_third_of_the_backbone(tiny_model_dir):
+    from trainer.reward_linear import auto_feature_layer, load_feature_backbone
+
+    assert (10, 1, 1) == (auto_feature_layer(30), auto_feature_layer(2), auto_feature_layer(1))
+    assert 0 == RewardConfig().feature_layer
+    assert 1 == len(load_feature_backbone(str(tiny_model_dir), 0).layers)
 
 
 def test_linear_feature_layer_beyond_the_backbone(store, tmp_path, tiny_model_dir):

@@ -88,7 +88,8 @@ class GateConfig:
     generations (about 3 s per pair on a 2-core CPU at 40 tokens)."""
 
     max_new_tokens: int = 0
-    """Answer length of the gate's samples; 0: the serving length (`serving.max_new_tokens`),
+    """Answer length of the gate's samples; 0: the serving length (`serving.max_new_tokens`;
+    `ppo.max_new_tokens` where no server config is at hand),
     so length drift and missing EOS are measured where users see them."""
 
     confidence: float = 0.95
