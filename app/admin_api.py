@@ -131,13 +131,4 @@ def install_admin_api(
         """The leaderboard with the votes of flagged users counted again."""
         check_admin(request, admin_token, admin_user)
         board = await run_in_threadpool(store_leaderboard, store, include_flagged=True)
-        return [
-            {
-                "version": r.version,
-                "rating": r.rating,
-                "ci95": list(r.ci95),
-                "battles": r.battles,
-                "win_rate": r.win_rate,
-            }
-            for r in board.ratings
-        ]
+        return [r.as_json() for r in board.ratings]

@@ -65,13 +65,4 @@ def install_arena_api(
 
     @app.get("/api/leaderboard")
     def leaderboard_rows() -> list[dict[str, Any]]:
-        return [
-            {
-                "version": r.version,
-                "rating": r.rating,
-                "ci95": list(r.ci95),
-                "battles": r.battles,
-                "win_rate": r.win_rate,
-            }
-            for r in store_leaderboard(store).ratings
-        ]
+        return [r.as_json() for r in store_leaderboard(store).ratings]

@@ -44,6 +44,16 @@ class Rating:
     win_rate: float | None
     """Share of its games against other versions that it won, ties half; None without any."""
 
+    def as_json(self) -> dict[str, Any]:
+        """The API's shape: `GET /api/leaderboard` rows."""
+        return {
+            "version": self.version,
+            "rating": self.rating,
+            "ci95": list(self.ci95),
+            "battles": self.battles,
+            "win_rate": self.win_rate,
+        }
+
 
 @dataclass(frozen=True)
 class Leaderboard:
