@@ -61,6 +61,11 @@ def test_the_bootstrap_resamples_prompts_not_answers():
     assert -0.3 < independent < 0.0
 
 
+def test_answers_to_a_single_prompt_are_resampled_one_by_one():
+    lower = paired_bootstrap_lower_bound([0.4, 0.6] * 16, [7] * 32, confidence=0.95)
+    assert 0.45 < lower < 0.5
+
+
 def test_the_no_eos_p_value_matches_a_hand_computed_z_test():
     # 40% vs 20% of 100 each: pooled 0.3, se = sqrt(0.3 * 0.7 * 0.02) = 0.0648, z = 3.086
     candidate = samples([0.0] * 100, eos=0.6, prompts=range(100))

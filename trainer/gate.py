@@ -89,13 +89,16 @@ def paired_bootstrap_lower_bound(
     diffs: list[float], clusters: list[int], *, confidence: float, seed: int = 0
 ) -> float:
     """One-sided lower confidence bound of the mean of `diffs`, resampling whole clusters
-    (here: held-out prompts) with replacement."""
+    (here: held-out prompts) with replacement. With a single cluster (a store with very
+    few distinct prompts) the answers themselves are resampled."""
     by_cluster: dict[int, list[float]] = defaultdict(list)
     for d, c in zip(diffs, clusters, strict=True):
         by_cluster[c].append(d)
+    if len(by_cluster) < 2:
+        by_cluster = {i: [d] for i, d in enumerate(diffs)}
     groups = [(sum(v), len(v)) for v in by_cluster.values()]
     if len(groups) < 2:
-        return statistics.fmean(diffs) if len(set(diffs)) == 1 else -math.inf
+        return statistics.fmean(diffs)
     rng = random.Random(seed)
     means = []
     for _ in range(BOOTSTRAP_RESAMPLES):
