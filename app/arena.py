@@ -21,21 +21,15 @@ from __future__ import annotations
 import queue
 import random
 import threading
-import time
-from collections import deque
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from app.chat import (
-    ChatService,
-    InputError,
-    check_id,
-    sampling_record,
-    store_errors_as_input_errors,
-)
+from app.chat import ChatService, sampling_record
 from app.config import ArenaConfig
-from app.serving import BackendError, Reply, SamplingParams
+from app.errors import InputError, check_id, store_errors_as_input_errors
+from app.limits import SlidingWindow
+from app.serving.backend import BackendError, Reply, SamplingParams
 from storage import AlreadyVoted, Battle, Message, StoreError
 
 OUTCOMES = ("a", "b", "tie", "both_bad")
@@ -82,31 +76,6 @@ def choose_pairing(
             Side(live, replace(params, temperature=t_b)),
         ),
     )
-
-
-class VoteLimiter:
-    """At most `max_votes` per user in any `window_s` seconds (a sliding window, in memory)."""
-
-    def __init__(
-        self, max_votes: int, window_s: float, *, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self.max_votes = max_votes
-        self.window_s = window_s
-        self._clock = clock
-        self._times: dict[int, deque[float]] = {}
-        self._lock = threading.Lock()
-
-    def allow(self, user_id: int, n: int = 1) -> bool:
-        """Count `n` votes (or answers) by `user_id` now, unless they would exceed the limit."""
-        now = self._clock()
-        with self._lock:
-            times = self._times.setdefault(user_id, deque())
-            while times and times[0] <= now - self.window_s:
-                times.popleft()
-            if len(times) + n > self.max_votes:
-                return False
-            times.extend([now] * n)
-            return True
 
 
 @dataclass
@@ -191,14 +160,14 @@ class ArenaService:
         config: ArenaConfig,
         *,
         rng: random.Random | None = None,
-        limiter: VoteLimiter | None = None,
+        limiter: SlidingWindow | None = None,
     ) -> None:
         self.chat = chat
         self.store = chat.store
         self.backend = chat.backend
         self.config = config
         self.rng = rng or random.Random()
-        self.limiter = limiter or VoteLimiter(config.votes_per_window, config.vote_window_s)
+        self.limiter = limiter or SlidingWindow(config.votes_per_window, config.vote_window_s)
 
     def pairing(self, params: SamplingParams) -> Pairing:
         """The policy applied to what the store and the backend say now."""
@@ -283,7 +252,7 @@ class ArenaService:
         self.chat.check_user(user_id)
         if outcome not in OUTCOMES:
             raise InputError(400, "outcome must be 'a', 'b', 'tie' or 'both_bad'")
-        if not self.limiter.allow(user_id):
+        if not self.limiter.hit(user_id):
             raise InputError(429, "too many votes; wait a few seconds and vote again")
         try:
             battle = self.store.vote_battle(battle_id, user_id, outcome)

@@ -22,18 +22,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-import threading
-import time
-from collections import deque
 from collections.abc import Callable, Sequence
-from typing import Any
-
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
 
 from app.config import AuthConfig
 from app.identity import Identity, InvalidToken
-from app.limits import client_address
+from app.limits import SlidingWindow
 from storage import Store, StoreError, User
 
 SCRYPT_PREFIX = "scrypt$"
@@ -62,49 +55,6 @@ def password_matches(password: str, stored: str) -> bool:
 
 class TooManyAttempts(Exception):
     """A sign-in refused before checking the password: too many attempts."""
-
-
-class SlidingWindow:
-    """At most `limit` events per key in any `window_s` seconds, in memory. Keys whose
-    events have all left the window are dropped, so many names tried once cost little."""
-
-    SWEEP_AT = 10_000  # keys held before a sweep drops the stale ones
-
-    def __init__(
-        self, limit: int, window_s: float, *, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self.limit, self.window_s, self._clock = limit, window_s, clock
-        self._times: dict[str, deque[float]] = {}
-        self._lock = threading.Lock()
-
-    def _recent(self, key: str) -> deque[float] | None:
-        times = self._times.get(key)
-        if times is None:
-            return None
-        cutoff = self._clock() - self.window_s
-        while times and times[0] <= cutoff:
-            times.popleft()
-        if not times:
-            del self._times[key]
-            return None
-        return times
-
-    def full(self, key: str) -> bool:
-        with self._lock:
-            times = self._recent(key)
-            return times is not None and len(times) >= self.limit
-
-    def hit(self, key: str) -> bool:
-        """Count one event for `key` now, unless it is over the limit (then False)."""
-        with self._lock:
-            times = self._recent(key)
-            if times is not None and len(times) >= self.limit:
-                return False
-            if len(self._times) >= self.SWEEP_AT:
-                for stale in list(self._times):
-                    self._recent(stale)
-            self._times.setdefault(key, deque()).append(self._clock())
-            return True
 
 
 class Accounts:
@@ -179,19 +129,6 @@ class Accounts:
             return None
         return self.store.named_user("password", name)
 
-    def page_login(self) -> Callable[[str, str], object]:
-        """For Gradio's login form: an async check that keeps scrypt off the event loop
-        and counts failures per name (the address limit is a middleware: `app.login`)."""
-        from starlette.concurrency import run_in_threadpool
-
-        async def check(name: str, password: str) -> bool:
-            try:
-                return await run_in_threadpool(self.login, name, password) is not None
-            except TooManyAttempts:
-                return False
-
-        return check
-
     def _fingerprint(self, name: str) -> str | None:
         entry = self._entries.get(name)
         if entry is None or self._fingerprint_key is None:
@@ -235,24 +172,6 @@ class Accounts:
                 return False
 
         return is_admin_token
-
-
-def install_login_limit(app: FastAPI, accounts: Accounts, *, forwarded_header: str = "") -> None:
-    """Count the page's sign-in form (Gradio's `POST /login`) against the per-address
-    limit before Gradio checks the password; `POST /api/login` counts in `login`. The
-    address is the connection's, or `serving.forwarded_header`'s (`app.limits`)."""
-
-    @app.middleware("http")
-    async def _limit_page_login(request: Request, call_next: Any) -> Any:
-        if request.method == "POST" and request.url.path.rstrip("/") == "/login":
-            peer = request.client.host if request.client else None
-            address = client_address(request.headers, peer, forwarded_header)
-            if accounts.passwords_required and not accounts.addresses.hit(address):
-                return JSONResponse(
-                    {"detail": "too many sign-in attempts from this address: wait a while"},
-                    status_code=429,
-                )
-        return await call_next(request)
 
 
 def _parse(entries: Sequence[str]) -> list[tuple[str, str]]:

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.config import ServingConfig
-from app.serving import BackendError, Busy, ChatBackend, Reply, SamplingParams
+from app.errors import InputError, check_id, store_errors_as_input_errors
+from app.limits import SlidingWindow
+from app.serving.backend import Busy, ChatBackend, Reply, SamplingParams
 from storage import Feedback, Message, StorageUnavailable, Store
-from storage import Forbidden as StoreForbidden
-from storage import InvalidValue as StoreInvalid
 from storage import NotFound as StoreNotFound
 
 log = logging.getLogger(__name__)
@@ -37,39 +37,6 @@ UNSAVED = (
 SIGN_IN_REQUIRED = (
     "this server needs a sign-in: sign in on the page, or POST /api/login {name, password}"
 )
-
-
-class InputError(Exception):
-    """A request the app refuses; `status` is the HTTP code, the message is for the user."""
-
-    def __init__(self, status: int, message: str, *, retry_after_s: float | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.retry_after_s = retry_after_s  # the API sends it as `Retry-After`
-
-
-def check_id(value: Any, name: str) -> int:
-    """An integer id; one outside SQLite's 64-bit range would make the lookup raise
-    OverflowError (a 500), so it is refused here."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InputError(400, f"{name} must be an integer")
-    if not -(2**63) <= value < 2**63:
-        raise InputError(400, f"{name} is out of range")
-    return value
-
-
-def store_errors_as_input_errors(exc: Exception) -> InputError:
-    """Map the store's refusals onto HTTP statuses."""
-    if isinstance(exc, StoreNotFound):
-        return InputError(404, str(exc))
-    if isinstance(exc, StoreForbidden):
-        return InputError(403, str(exc))
-    if isinstance(exc, StoreInvalid):
-        return InputError(400, str(exc))
-    if isinstance(exc, StorageUnavailable):
-        return InputError(503, str(exc))
-    raise exc
 
 
 @dataclass
@@ -97,13 +64,11 @@ class ChatService:
         *,
         anonymous_allowed: bool = True,
     ) -> None:
-        from app.arena import VoteLimiter  # the arena's sliding window, for chats too
-
         self.store = store
         self.backend = backend
         self.config = config
         self.anonymous_allowed = anonymous_allowed  # False: `auth.require_sign_in`
-        self.limiter = VoteLimiter(config.chats_per_window, config.chat_window_s)
+        self.limiter = SlidingWindow(config.chats_per_window, config.chat_window_s)
 
     def check_user(self, user_id: int) -> None:
         """Refuse an anonymous user where sign-in is required. Checked here, where the
@@ -123,7 +88,7 @@ class ChatService:
         for them (then nothing is counted)."""
         if not self.backend.has_room(n):
             raise InputError(503, BUSY, retry_after_s=Busy.retry_after_s)
-        if not self.limiter.allow(user_id, n):
+        if not self.limiter.hit(user_id, n):
             raise InputError(
                 429,
                 f"too many messages: at most {self.config.chats_per_window} every "
@@ -361,6 +326,3 @@ def _path_to(history: Sequence[Message], last_id: int | None) -> list[Message]:
         chain.append(by_id[last_id])
         last_id = by_id[last_id].parent_id
     return chain[::-1]
-
-
-__all__ = ["BackendError", "ChatService", "InputError", "Turn"]

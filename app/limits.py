@@ -1,9 +1,12 @@
-"""What one visitor can cost: the limit on new identities, per client address and in all.
+"""What one visitor can cost: sliding-window limits, and the client address they key on.
 
-Every anonymous identity is a row in the store and a fresh chat quota, so creating them
-is limited: at most `serving.sessions_per_address` per client address and
-`serving.sessions_per_window` on the whole server within `serving.session_window_s`
-(sliding windows, in memory). `POST /api/session` and the page's anonymous sign-in both
+`SlidingWindow` counts events per key (a user's votes and chat answers, an address's
+sign-in attempts, a name's failed sign-ins) and refuses past its limit.
+
+`SessionLimit` bounds new identities. Every anonymous identity is a row in the store and
+a fresh chat quota, so creating them is limited: at most `serving.sessions_per_address`
+per client address and `serving.sessions_per_window` on the whole server within
+`serving.session_window_s` (sliding windows, in memory). `POST /api/session` and the page's anonymous sign-in both
 ask `SessionLimit.admit` before creating one.
 
 The client address is the connection's, unless `serving.forwarded_header` names the
@@ -17,12 +20,57 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 
-from app.chat import InputError
 from app.config import ServingConfig
+from app.errors import InputError
 
 UNKNOWN_ADDRESS = "unknown"
+
+
+class SlidingWindow:
+    """At most `limit` events per key in any `window_s` seconds, in memory: votes and
+    chat answers per user, sign-in attempts per address and per name. Keys whose events
+    have all left the window are dropped, so many keys seen once cost little."""
+
+    SWEEP_AT = 10_000  # keys held before a sweep drops the stale ones
+
+    def __init__(
+        self, limit: int, window_s: float, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.limit, self.window_s, self._clock = limit, window_s, clock
+        self._times: dict[Hashable, deque[float]] = {}
+        self._lock = threading.Lock()
+
+    def _recent(self, key: Hashable) -> deque[float] | None:
+        times = self._times.get(key)
+        if times is None:
+            return None
+        cutoff = self._clock() - self.window_s
+        while times and times[0] <= cutoff:
+            times.popleft()
+        if not times:
+            del self._times[key]
+            return None
+        return times
+
+    def full(self, key: Hashable) -> bool:
+        with self._lock:
+            times = self._recent(key)
+            return times is not None and len(times) >= self.limit
+
+    def hit(self, key: Hashable, n: int = 1) -> bool:
+        """Count `n` events for `key` now (a battle is two answers), unless they would go
+        over the limit (then False, and nothing is counted)."""
+        with self._lock:
+            times = self._recent(key)
+            if (len(times) if times is not None else 0) + n > self.limit:
+                return False
+            if len(self._times) >= self.SWEEP_AT:
+                for stale in list(self._times):
+                    self._recent(stale)
+            self._times.setdefault(key, deque()).extend([self._clock()] * n)
+            return True
 
 
 def client_address(headers: Mapping[str, str], peer: str | None, forwarded_header: str = "") -> str:

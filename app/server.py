@@ -1,5 +1,6 @@
-"""Assembling the web process: store, backend, HTTP API and the Gradio page on one
-FastAPI app, served by uvicorn."""
+"""Assembling the web process: store, backend, services, the HTTP API (`app.http`) and
+the Gradio page (`app.page`) on one FastAPI app, served by uvicorn. The only module that
+imports both rooms."""
 
 from __future__ import annotations
 
@@ -10,19 +11,24 @@ from dataclasses import dataclass
 import gradio as gr
 from fastapi import FastAPI
 
-from app.admin_api import install_admin_api
-from app.api import install_api, install_api_not_found
 from app.arena import ArenaService
-from app.arena_api import install_arena_api
-from app.auth import Accounts, install_login_limit
+from app.auth import Accounts
 from app.backup import Backups, DataDirLock, restore_from_hub
 from app.chat import ChatService
 from app.config import Config
+from app.http.admin import install_admin_api
+from app.http.arena import install_arena_api
+from app.http.chat import install_chat_api
+from app.http.common import install_errors, install_not_found
+from app.http.sessions import install_login_limit, install_session_api
 from app.identity import Identity, ensure_session_secret
 from app.limits import SessionLimit
-from app.serving import ChatBackend, LocalBackend, ScriptedBackend
-from app.swap import VersionSync
-from app.ui import build_demo
+from app.page.build import build_demo
+from app.page.session import page_login
+from app.serving.backend import ChatBackend
+from app.serving.local import LocalBackend
+from app.serving.scripted import ScriptedBackend
+from app.serving.swap import VersionSync
 from storage import Store
 from trainer.cycle import judge_canaries
 from trainer.schedule import TrainingScheduler
@@ -59,7 +65,7 @@ def make_backend(config: Config) -> ChatBackend:
     if config.serving.backend == "scripted":
         return ScriptedBackend()
     if config.serving.backend == "remote":
-        from app.remote import RemoteBackend
+        from app.serving.remote import RemoteBackend
 
         return RemoteBackend.from_config(config.serving, config.storage.data_dir)
     from trainer.models import resolve_base_model
@@ -113,14 +119,16 @@ def create_app(config: Config, *, backend: ChatBackend | None = None) -> App:
         store, backend, config.serving, anonymous_allowed=accounts.anonymous_allowed
     )
     sessions = SessionLimit.from_config(config.serving)  # the API's and the page's, shared
-    install_api(api, service, identity, accounts, sessions)
+    install_errors(api)
+    install_session_api(api, store, identity, accounts, sessions)
+    install_chat_api(api, service, identity, accounts)
     arena = ArenaService(service, config.arena)
     install_arena_api(api, arena, identity, accounts)
     install_admin_api(
         api, store, sync, scheduler, config.auth.admin_token, accounts.admin_check(identity)
     )
     install_login_limit(api, accounts, forwarded_header=config.serving.forwarded_header)
-    install_api_not_found(api)
+    install_not_found(api)
     demo = build_demo(
         backend,
         store,
@@ -139,7 +147,7 @@ def create_app(config: Config, *, backend: ChatBackend | None = None) -> App:
         max_size=config.serving.page_queue_size,
     )
     # password users: Gradio's own login form guards the page
-    page_auth = accounts.page_login() if accounts.passwords_required else None
+    page_auth = page_login(accounts) if accounts.passwords_required else None
     gr.mount_gradio_app(
         api, demo, path="/", auth=page_auth, max_file_size=config.serving.max_upload_bytes
     )

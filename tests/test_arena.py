@@ -6,10 +6,13 @@ import threading
 
 import pytest
 
-from app.arena import ArenaService, Reveal, Side, VoteLimiter, choose_pairing, merge_replies
-from app.chat import ChatService, InputError
+from app.arena import ArenaService, Reveal, Side, choose_pairing, merge_replies
+from app.chat import ChatService
 from app.config import ArenaConfig, ServingConfig
-from app.serving import BackendError, Reply, SamplingParams, ScriptedBackend
+from app.errors import InputError
+from app.limits import SlidingWindow
+from app.serving.backend import BackendError, Reply, SamplingParams
+from app.serving.scripted import ScriptedBackend
 
 PARAMS = SamplingParams(temperature=0.7, max_new_tokens=64)
 HI = [{"role": "user", "content": "hi"}]
@@ -220,15 +223,15 @@ def test_refused_votes_change_nothing(arena, store, user, who, battle_id, outcom
 
 def test_vote_limiter_is_a_sliding_window():
     now = [100.0]
-    limiter = VoteLimiter(2, 10.0, clock=lambda: now[0])
+    limiter = SlidingWindow(2, 10.0, clock=lambda: now[0])
     assert [True, True, False, True] == [
-        limiter.allow(1),
-        limiter.allow(1),
-        limiter.allow(1),
-        limiter.allow(2),
+        limiter.hit(1),
+        limiter.hit(1),
+        limiter.hit(1),
+        limiter.hit(2),
     ]
     now[0] = 110.0
-    assert [True, True, False] == [limiter.allow(1), limiter.allow(1), limiter.allow(1)]
+    assert [True, True, False] == [limiter.hit(1), limiter.hit(1), limiter.hit(1)]
 
 
 def test_voting_too_fast_is_429_and_leaves_the_battle_unvoted(store, backend, user):
@@ -245,11 +248,12 @@ def test_voting_too_fast_is_429_and_leaves_the_battle_unvoted(store, backend, us
 
 
 def test_page_battle_streams_both_sides_then_one_vote_locks_the_buttons(arena, store):
-    from app import arena_ui, ui
     from app.identity import Identity
+    from app.page import arena as arena_ui
+    from app.page import session
 
     identity = Identity("test-secret")
-    token = ui._sign_in(identity, store)(None)
+    token = session.sign_in(identity, store)(None)
     updates = list(arena_ui.start_battle(arena, identity)("hi", token))
     _, chat_a, chat_b, battle_id, reveal, *buttons = updates[-1]
     answer = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "base says hi"}]
@@ -268,11 +272,11 @@ def test_page_battle_streams_both_sides_then_one_vote_locks_the_buttons(arena, s
 
 
 def test_page_leaderboard_tables(arena, store, user):
-    from app import arena_ui
+    from app.page import leaderboard
 
     for _ in range(2):
         arena.vote(user, arena.battle(user, HI)[1].id, "a")
-    table, matrix, chart = arena_ui.show_leaderboard(store)()
+    table, matrix, chart = leaderboard.show_leaderboard(store)()
     assert [["base", "live", 1000.0, "1000 – 1000", 2, "—"]] == table.values.tolist()
     assert [["base", "—"]] == matrix.values.tolist()
     assert chart is not None

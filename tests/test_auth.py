@@ -5,11 +5,12 @@ from types import SimpleNamespace
 import pytest
 from fastapi.testclient import TestClient
 
-from app import ui
 from app.auth import Accounts, hash_password, password_matches
 from app.config import AuthConfig, ConfigError, load_config
+from app.errors import InputError
 from app.identity import Identity
-from app.serving import ScriptedBackend
+from app.page import build, session
+from app.serving.scripted import ScriptedBackend
 
 HELLO = {"messages": [{"role": "user", "content": "hello"}]}
 ADMIN = "the-admin-token-of-at-least-32-characters"
@@ -129,7 +130,7 @@ def test_admin_role_is_for_signed_in_users_only(store):
 def test_page_identity_follows_sign_in_and_sign_out(store):
     identity = Identity("secret")
     accounts = Accounts(AuthConfig(space_id="me/space"), store)
-    sign_in = ui._sign_in(identity, store, accounts)
+    sign_in = session.sign_in(identity, store, accounts)
     anon = sign_in(None)
     assert "anon" == store.get_user(identity.verify(anon)).kind
     renewed = sign_in(anon, SimpleNamespace(username=None), None)
@@ -150,13 +151,13 @@ def test_page_identity_follows_sign_in_and_sign_out(store):
 def test_sign_in_with_hugging_face_only_on_a_space(store, tmp_path, monkeypatch):
     import gradio as gr
 
-    monkeypatch.setattr(ui, "_oauth_installed", lambda: True)
+    monkeypatch.setattr(build, "_oauth_installed", lambda: True)
     # outside a real Space Gradio mocks the sign-in with the local Hub login: not here
     monkeypatch.setattr("gradio.routes.attach_oauth", lambda app: None)
 
     def has_login_button(env):
         config = load_config(env={"RLHF_CHAT_DATA": str(tmp_path), **env})
-        demo = ui.build_demo(ScriptedBackend(), store, config)
+        demo = build.build_demo(ScriptedBackend(), store, config)
         return any(isinstance(b, gr.LoginButton) for b in demo.blocks.values())
 
     assert not has_login_button({})
@@ -216,20 +217,20 @@ def test_a_space_that_requires_sign_in_refuses_anonymous_users(tmp_path, store):
 def test_the_page_gives_no_anonymous_identity_where_sign_in_is_required(store):
     identity = Identity("secret")
     accounts = Accounts(AuthConfig(space_id="me/space", require_sign_in=True), store)
-    sign_in = ui._sign_in(identity, store, accounts)
+    sign_in = session.sign_in(identity, store, accounts)
     assert sign_in(None, SimpleNamespace(username=None), None) is None
     stale = identity.issue(store.create_user("anon").id)
     assert sign_in(stale, SimpleNamespace(username=None), None) is None
     hub = sign_in(None, SimpleNamespace(username=None), SimpleNamespace(username="carol"))
     assert "oauth" == store.get_user(identity.verify(hub)).kind
-    with pytest.raises(ui.InputError, match="not signed in"):
-        ui.current_user(identity, None)
+    with pytest.raises(InputError, match="not signed in"):
+        session.current_user(identity, None)
 
 
 def test_dashboard_admin_buttons_accept_an_admin_users_session(store, monkeypatch):
     import gradio as gr
 
-    from app import dashboard_ui
+    from app.page import dashboard
 
     warnings, infos = [], []
     monkeypatch.setattr(gr, "Warning", warnings.append)
@@ -239,7 +240,7 @@ def test_dashboard_admin_buttons_accept_an_admin_users_session(store, monkeypatc
     alice = identity.issue(store.named_user("password", "alice").id)
     bob = identity.issue(store.named_user("password", "bob").id)
     done = []
-    handler = dashboard_ui._admin(
+    handler = dashboard._admin(
         lambda: done.append(1) or "done", ADMIN, accounts.admin_check(identity)
     )
     handler("", alice)  # empty box: alice's session is an admin's
@@ -258,7 +259,7 @@ def test_services_refuse_anonymous_users_where_sign_in_is_required(store):
     """The page's handlers and the API both go through these services: an anonymous
     token sent to Gradio's own routes is refused as well."""
     from app.arena import ArenaService
-    from app.chat import ChatService, InputError
+    from app.chat import ChatService
     from app.config import ArenaConfig, ServingConfig
 
     chat = ChatService(store, ScriptedBackend(), ServingConfig(), anonymous_allowed=False)

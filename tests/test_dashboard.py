@@ -2,7 +2,7 @@
 
 from dataclasses import asdict
 
-from app.dashboard_ui import USER_SHARE_COLUMNS, user_shares
+from app.page.dashboard import USER_SHARE_COLUMNS, user_shares
 from trainer.data import build_dataset
 
 

@@ -164,9 +164,10 @@ def test_a_read_only_database_fails_votes_clearly_and_chat_answers(tmp_path):
     from sqlite_utils import Database
 
     from app.arena import ArenaService
-    from app.chat import ChatService, InputError
+    from app.chat import ChatService
     from app.config import ArenaConfig, ServingConfig
-    from app.serving import ScriptedBackend
+    from app.errors import InputError
+    from app.serving.scripted import ScriptedBackend
     from storage import Store
 
     store = Store(tmp_path / "chat.db")

@@ -30,7 +30,7 @@ from tests.server_process import running_server
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 ADMIN = "hostile-admin-token-of-at-least-32-characters"
 ADMIN_HEADERS = [b"Bearer " + ADMIN.encode(), b"bearer  " + ADMIN.encode()]  # both are it
-MAX_BODY = 1_000_000  # app.api.MAX_BODY_BYTES
+MAX_BODY = 1_000_000  # app.http.common.MAX_BODY_BYTES
 MAX_CHARS = 4000  # serving.max_message_chars
 
 HOSTILE_TEXTS = [
@@ -685,12 +685,13 @@ class Page:
     """The page's handlers on a store of their own, two users, and the warnings they give."""
 
     def __init__(self, data_dir: Path) -> None:
-        from app import arena_ui, ui
         from app.arena import ArenaService
         from app.chat import ChatService
         from app.config import ArenaConfig, ServingConfig
         from app.identity import Identity
-        from app.serving import ScriptedBackend
+        from app.page import arena as arena_ui
+        from app.page import chat as ui
+        from app.serving.scripted import ScriptedBackend
         from storage import Store
 
         self.store = Store(data_dir / "chat.db")

@@ -23,10 +23,12 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from app.chat import BUSY, ChatService, InputError
+from app.chat import BUSY, ChatService
 from app.config import ServingConfig, load_config
+from app.errors import InputError
 from app.limits import SessionLimit, client_address
-from app.serving import Busy, SamplingParams, ScriptedBackend, echo_answer, fit_context
+from app.serving.backend import Busy, SamplingParams, fit_context
+from app.serving.scripted import ScriptedBackend, echo_answer
 from tests.fake_model_server import fake_model_server
 from tests.server_process import running_server
 
@@ -89,7 +91,7 @@ def test_fit_context_never_cuts_the_system_turn_or_the_last_user_turn():
 
 
 def test_backends_count_with_their_tokenizer_or_estimate(tiny_model_dir):
-    from app.serving import LocalBackend
+    from app.serving.local import LocalBackend
 
     history = turns(600, 600, 20)
     scripted = ScriptedBackend()
@@ -186,11 +188,13 @@ def test_the_client_address_is_the_connections_unless_a_proxy_header_is_configur
 
 def test_the_pages_anonymous_sign_in_is_limited_too(store, monkeypatch):
     from app.identity import Identity
-    from app.ui import _sign_in
+    from app.page.session import sign_in as sign_in_handler
 
     warnings: list[str] = []
     monkeypatch.setattr(gr, "Warning", warnings.append)
-    sign_in = _sign_in(Identity("s" * 32, store=store), store, sessions=SessionLimit(2, 100, 60))
+    sign_in = sign_in_handler(
+        Identity("s" * 32, store=store), store, sessions=SessionLimit(2, 100, 60)
+    )
     page = SimpleNamespace(client=SimpleNamespace(host="10.0.0.1"), headers={}, username=None)
     assert all(sign_in(None, page) for _ in range(2))
     users = store.count("users")
@@ -203,7 +207,7 @@ def test_the_pages_anonymous_sign_in_is_limited_too(store, monkeypatch):
 
 def test_the_page_says_busy_and_stores_nothing_when_the_queue_is_full(store, monkeypatch):
     from app.identity import Identity
-    from app.ui import respond
+    from app.page.chat import respond
 
     warnings: list[str] = []
     monkeypatch.setattr(gr, "Warning", warnings.append)

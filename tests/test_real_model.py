@@ -2,7 +2,8 @@
 
 import pytest
 
-from app.serving import LocalBackend, SamplingParams
+from app.serving.backend import SamplingParams
+from app.serving.local import LocalBackend
 
 pytestmark = pytest.mark.slow
 

@@ -5,9 +5,9 @@ from fastapi.testclient import TestClient
 from huggingface_hub import constants as hub_constants
 
 from app.config import ConfigError, load_config
-from app.remote import RemoteBackend, adapter_names, path_mapper
-from app.serving import BackendError, SamplingParams, UnknownVersion
-from app.swap import VersionSync
+from app.serving.backend import BackendError, SamplingParams, UnknownVersion
+from app.serving.remote import RemoteBackend, adapter_names, path_mapper
+from app.serving.swap import VersionSync
 from tests.fake_model_server import fake_model_server
 from tests.server_process import free_port
 

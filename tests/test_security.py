@@ -354,14 +354,14 @@ def test_users_command_lists_flags_unflags_and_revokes(tmp_path, capsys):
 def test_dashboard_moderation_buttons_need_an_admin(store, monkeypatch):
     import gradio as gr
 
-    from app import dashboard_ui
-    from app.moderation import set_flagged
+    from app.admin import set_flagged
+    from app.page import dashboard
 
     warnings, infos = [], []
     monkeypatch.setattr(gr, "Warning", warnings.append)
     monkeypatch.setattr(gr, "Info", infos.append)
     target = store.create_user("anon")
-    flag = dashboard_ui._admin(lambda uid: str(set_flagged(store, uid, True)), ADMIN)
+    flag = dashboard._admin(lambda uid: str(set_flagged(store, uid, True)), ADMIN)
     flag("", None, str(target.id))
     flag("wrong", None, str(target.id))
     assert 0 == store.get_user(target.id).is_flagged and 2 == len(warnings)
@@ -374,10 +374,10 @@ def test_dashboard_moderation_buttons_need_an_admin(store, monkeypatch):
 def test_report_on_an_answer_is_stored_as_a_flag(store, monkeypatch):
     import gradio as gr
 
-    from app import ui
     from app.chat import ChatService
     from app.config import ServingConfig
-    from app.serving import ScriptedBackend
+    from app.page import chat as ui
+    from app.serving.scripted import ScriptedBackend
 
     monkeypatch.setattr(gr, "Info", lambda message: None)
     identity = Identity("k" * 32, store=store)
@@ -512,7 +512,7 @@ def test_the_dashboard_shows_admin_parts_to_an_admin_users_session_only(tmp_path
 
 
 def test_the_sign_in_window_slides_and_forgets_stale_keys():
-    from app.auth import SlidingWindow
+    from app.limits import SlidingWindow
 
     now = [0.0]
     window = SlidingWindow(2, 10.0, clock=lambda: now[0])

@@ -3,13 +3,9 @@ import threading
 import pytest
 import torch
 
-from app.serving import (
-    BackendError,
-    LocalBackend,
-    SamplingParams,
-    ScriptedBackend,
-    UnknownVersion,
-)
+from app.serving.backend import BackendError, SamplingParams, UnknownVersion
+from app.serving.local import LocalBackend
+from app.serving.scripted import ScriptedBackend
 from tests.adapters import random_adapter
 
 GREEDY = SamplingParams(temperature=0.0, max_new_tokens=8)

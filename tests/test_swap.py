@@ -4,8 +4,9 @@ import threading
 
 import pytest
 
-from app.serving import LocalBackend, SamplingParams
-from app.swap import VersionSync
+from app.serving.backend import SamplingParams
+from app.serving.local import LocalBackend
+from app.serving.swap import VersionSync
 from tests.adapters import random_adapter
 
 GREEDY = SamplingParams(temperature=0.0, max_new_tokens=6)

@@ -3,18 +3,19 @@
 import gradio as gr
 import pytest
 
-from app import ui
 from app.chat import ChatService
 from app.config import ServingConfig
 from app.identity import Identity
-from app.serving import ScriptedBackend
+from app.page import build, session
+from app.page import chat as ui
+from app.serving.scripted import ScriptedBackend
 
 
 @pytest.fixture
 def parts(store):
     service = ChatService(store, ScriptedBackend(), ServingConfig())
     identity = Identity("test-secret")
-    token = ui._sign_in(identity, store)(None)
+    token = session.sign_in(identity, store)(None)
     return service, identity, token
 
 
@@ -30,7 +31,7 @@ def chat(parts, text, history=None, conversation_id=None, ids=None):
 
 def test_sign_in_keeps_a_valid_identity_and_replaces_a_bad_one(store):
     identity = Identity("s")
-    sign_in = ui._sign_in(identity, store)
+    sign_in = session.sign_in(identity, store)
     token = sign_in(None)
     assert token == sign_in(token)
     assert token != sign_in("garbage")
@@ -124,7 +125,7 @@ def test_build_demo_has_the_chat_tab(store, tmp_path):
     from app.config import load_config
 
     config = load_config(env={"RLHF_CHAT_DATA": str(tmp_path)})
-    demo = ui.build_demo(ScriptedBackend(), store, config)
+    demo = build.build_demo(ScriptedBackend(), store, config)
     assert isinstance(demo, gr.Blocks)
     labels = {getattr(block, "label", None) for block in demo.blocks.values()}
     assert {"Chat", "Temperature", "Max new tokens"} <= labels

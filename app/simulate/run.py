@@ -1,56 +1,31 @@
-"""Scripted users: they chat, thumb and vote through the HTTP API, judging with an oracle.
-
-    simulate(url, oracle, prompts, config) -> SimulationSummary
-
-Each simulated user is one anonymous session (`POST /api/session`), so every row its
-votes and thumbs leave carries its own user id. The work is `config.votes` blind
-battles (`POST /api/battles`, then `POST /api/battles/{id}/vote`) and `config.chats`
-chats (`POST /api/chat`, then a thumb with `POST /api/feedback`), spread over the
-users and run `config.concurrency` at a time. Nothing else is touched: the server
-cannot tell these users from people, and this module cannot see inside the server.
-
-An oracle is any `FUNC(prompt: str, answer: str) -> float`, higher is better. Its
-scores become noisy Bradley–Terry choices (Bradley & Terry 1952):
-
-    P(vote A) = sigmoid((s_A - s_B) / noise)
-
-with a tie when |s_A - s_B| <= tie_margin and "both are bad" when both scores are
-below `both_bad_below` (off by default). A thumb is up with probability
-sigmoid((s - m) / noise), m the running median of the chat answers' scores so far,
-so thumbs need no threshold on the oracle's scale. `noise` is in the oracle's units.
-
-Rate limits (429) and unavailable answers (503) are retried after a back-off (the
-server's `Retry-After` when it sends one); other errors are counted as failures.
-"""
+"""The simulation itself: sessions, a plan of battles and chats spread over the users,
+run a few at a time through the HTTP API, each answer judged by the oracle
+(`app.simulate.voters`), with retries after 429 and 503."""
 
 from __future__ import annotations
 
-import bisect
-import importlib
-import json
-import math
-import os
 import random
-import sys
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import httpx
 
-Oracle = Callable[[str, str], float]
-OUTCOMES = ("a", "b", "tie", "both_bad")
+from app.simulate.voters import (
+    OUTCOMES,
+    Oracle,
+    RunningMedian,
+    SimulationError,
+    choose_outcome,
+    choose_thumb,
+    judge,
+)
+
 RETRIED_STATUS = (429, 503)
-DEFAULT_PROMPTS = Path(__file__).resolve().parent.parent / "bench" / "prompts" / "train.jsonl"
-
-
-class SimulationError(RuntimeError):
-    """The simulation cannot start: bad settings, prompts, oracle or server."""
 
 
 class RequestFailed(RuntimeError):
@@ -175,121 +150,6 @@ class SimulationSummary:
         return "\n".join(lines)
 
 
-# -- decisions (pure) --------------------------------------------------------------------
-
-
-def sigmoid(x: float) -> float:
-    if x >= 0:
-        return 1.0 / (1.0 + math.exp(-x))
-    z = math.exp(x)
-    return z / (1.0 + z)
-
-
-def choose_outcome(
-    score_a: float,
-    score_b: float,
-    *,
-    noise: float,
-    rng: random.Random,
-    tie_margin: float = 0.0,
-    both_bad_below: float | None = None,
-) -> str:
-    """A noisy Bradley–Terry vote between two scored answers."""
-    if both_bad_below is not None and score_a < both_bad_below and score_b < both_bad_below:
-        return "both_bad"
-    diff = score_a - score_b
-    if abs(diff) <= tie_margin:
-        return "tie"
-    if noise == 0:
-        return "a" if diff > 0 else "b"
-    return "a" if rng.random() < sigmoid(diff / noise) else "b"
-
-
-def choose_thumb(score: float, reference: float | None, *, noise: float, rng: random.Random) -> int:
-    """1 (up) or -1 (down): up with probability sigmoid((score - reference) / noise).
-    Without a reference yet (the first answer), a fair coin."""
-    if reference is None:
-        return 1 if rng.random() < 0.5 else -1
-    diff = score - reference
-    if noise == 0:
-        return 1 if diff > 0 else -1 if diff < 0 else (1 if rng.random() < 0.5 else -1)
-    return 1 if rng.random() < sigmoid(diff / noise) else -1
-
-
-class RunningMedian:
-    """The median of the values added so far (thread-safe)."""
-
-    def __init__(self) -> None:
-        self._values: list[float] = []
-        self._lock = threading.Lock()
-
-    def add(self, value: float) -> None:
-        with self._lock:
-            bisect.insort(self._values, value)
-
-    def value(self) -> float | None:
-        with self._lock:
-            n = len(self._values)
-            if n == 0:
-                return None
-            mid = n // 2
-            return self._values[mid] if n % 2 else (self._values[mid - 1] + self._values[mid]) / 2
-
-
-# -- oracle and prompts ------------------------------------------------------------------
-
-
-def load_oracle(spec: str) -> Oracle:
-    """Import `MODULE:FUNC` (modules in the working directory import too)."""
-    module_name, sep, attr = spec.partition(":")
-    if not (sep and module_name and attr):
-        raise SimulationError(f"an oracle is given as MODULE:FUNC, not {spec!r}")
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    try:
-        obj: Any = importlib.import_module(module_name)
-        for part in attr.split("."):
-            obj = getattr(obj, part)
-    except ImportError as exc:
-        raise SimulationError(f"cannot import {module_name!r} for the oracle: {exc}") from exc
-    except AttributeError as exc:
-        raise SimulationError(f"{module_name!r} has no attribute {attr!r}") from exc
-    if not callable(obj):
-        raise SimulationError(f"{spec} is not callable")
-    return obj
-
-
-def load_prompts(path: str | Path | None = None) -> list[str]:
-    """Prompts, one per line; in `.jsonl` each line a string or `{"prompt": str}`.
-    Default: the prompt set shipped in the source checkout (bench/prompts/train.jsonl)."""
-    path = Path(path) if path is not None else DEFAULT_PROMPTS
-    if not path.exists():
-        raise SimulationError(f"no prompt file at {path}: pass --prompts FILE")
-    lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
-    lines = [line for line in lines if line]
-    if path.suffix not in (".jsonl", ".json"):
-        prompts = lines
-    else:
-        prompts = []
-        for n, line in enumerate(lines, 1):
-            value = json.loads(line)
-            if isinstance(value, dict):
-                value = value.get("prompt")
-            if not isinstance(value, str) or not value.strip():
-                raise SimulationError(f"{path}:{n}: expected a string or {{'prompt': str}}")
-            prompts.append(value)
-    if not prompts:
-        raise SimulationError(f"{path} holds no prompts")
-    return prompts
-
-
-def _judge(oracle: Oracle, prompt: str, answer: str) -> float:
-    score = float(oracle(prompt, answer))
-    if not math.isfinite(score):
-        raise ValueError(f"the oracle gave {score} (scores must be finite numbers)")
-    return score
-
-
 # -- the users ---------------------------------------------------------------------------
 
 
@@ -404,8 +264,8 @@ class Simulator:
 
     def _battle(self, task: Task, rng: random.Random) -> None:
         battle = self.request("battle", "/api/battles", self._messages(task), task.user)
-        score_a = _judge(self.oracle, task.prompt, battle["a"]["content"])
-        score_b = _judge(self.oracle, task.prompt, battle["b"]["content"])
+        score_a = judge(self.oracle, task.prompt, battle["a"]["content"])
+        score_b = judge(self.oracle, task.prompt, battle["b"]["content"])
         c = self.config
         outcome = choose_outcome(
             score_a,
@@ -433,7 +293,7 @@ class Simulator:
 
     def _chat(self, task: Task, rng: random.Random) -> None:
         answer = self.request("chat", "/api/chat", self._messages(task), task.user)
-        score = _judge(self.oracle, task.prompt, answer["content"])
+        score = judge(self.oracle, task.prompt, answer["content"])
         value = choose_thumb(score, self.median.value(), noise=self.config.noise, rng=rng)
         self.median.add(score)
         body = {"message_id": answer["message_id"], "kind": "thumb", "value": value}

@@ -14,7 +14,7 @@ import logging
 import threading
 from collections.abc import Callable
 
-from app.serving import BASE_VERSION, ChatBackend
+from app.serving.backend import BASE_VERSION, ChatBackend
 from storage import Store
 
 log = logging.getLogger(__name__)

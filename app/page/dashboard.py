@@ -11,11 +11,20 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
-from app.admin_api import check_admin, promote_version, rollback_version
-from app.chat import InputError
+from app.admin import (
+    USER_COLUMNS,
+    check_admin,
+    promote_version,
+    revoke,
+    rollback_version,
+    set_flagged,
+    train_now,
+    users_report,
+)
+from app.errors import InputError
 from app.leaderboard import store_leaderboard
-from app.moderation import USER_COLUMNS, revoke, set_flagged, users_report
-from app.swap import VersionSync
+from app.page.leaderboard import leaderboard_table
+from app.serving.swap import VersionSync
 from storage import Store
 from trainer.schedule import TrainingScheduler
 
@@ -192,7 +201,7 @@ def dashboard_tab(
 
     def is_admin(typed: str | None, session_token: str | None) -> bool:
         try:
-            check_admin(_Bearer(_credential(typed, session_token)), admin_token, admin_user)
+            check_admin(_credential(typed, session_token), admin_token, admin_user)
         except InputError:
             return False
         return True
@@ -268,8 +277,6 @@ def _credential(typed: str | None, session_token: str | None) -> str | None:
 
 
 def _flagged_board(store: Store) -> pd.DataFrame:
-    from app.arena_ui import leaderboard_table
-
     statuses = {v.name: v.status for v in store.versions("policy")}
     return leaderboard_table(store_leaderboard(store, include_flagged=True), statuses)
 
@@ -283,8 +290,7 @@ def _revoked_text(done: dict[str, Any]) -> str:
 
 
 def _train(scheduler: TrainingScheduler) -> str:
-    if not scheduler.trigger_now(force=True):
-        raise InputError(409, "a training cycle is already running")
+    train_now(scheduler)
     return "training cycle started"
 
 
@@ -295,16 +301,9 @@ def _admin(
 ) -> Callable[..., None]:
     def handler(token: str | None, session_token: str | None, *args: Any) -> None:
         try:
-            check_admin(_Bearer(_credential(token, session_token)), admin_token, admin_user)
+            check_admin(_credential(token, session_token), admin_token, admin_user)
             gr.Info(action(*args))
         except InputError as exc:
             gr.Warning(exc.message)
 
     return handler
-
-
-class _Bearer:
-    """Just enough of a request for `check_admin`: the token typed on the page."""
-
-    def __init__(self, token: str | None) -> None:
-        self.headers = {"authorization": f"Bearer {token}" if token else ""}

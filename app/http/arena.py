@@ -7,7 +7,7 @@
     GET  /api/leaderboard         [{"version", "rating", "ci95", "battles", "win_rate"}...]
 
 The versions stay hidden until the vote; the vote is answered only after it has
-committed. Errors are the API's JSON errors (see api.py): 400 bad outcome, 403 not
+committed. Errors are the API's JSON errors (see common.py): 400 bad outcome, 403 not
 your battle, 404 unknown battle, 409 already voted, 429 voting too fast.
 """
 
@@ -19,12 +19,12 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from app.api import _json_body, bearer_user, error
 from app.arena import ArenaService
 from app.auth import Accounts
+from app.http.common import bearer_user, error, json_body
 from app.identity import Identity
 from app.leaderboard import store_leaderboard
-from app.serving import BackendError
+from app.serving.backend import BackendError
 
 
 def install_arena_api(
@@ -36,7 +36,7 @@ def install_arena_api(
     @app.post("/api/battles", response_model=None)
     async def create_battle(request: Request) -> dict[str, Any] | JSONResponse:
         uid = bearer_user(request, identity, store, accounts)
-        body = await _json_body(request)
+        body = await json_body(request)
         try:  # generation blocks: keep it off the event loop
             turn, battle = await run_in_threadpool(
                 arena.battle, uid, body.get("messages"), max_new_tokens=body.get("max_new_tokens")
@@ -53,7 +53,7 @@ def install_arena_api(
     @app.post("/api/battles/{battle_id}/vote")
     async def vote(battle_id: int, request: Request) -> dict[str, Any]:
         uid = bearer_user(request, identity, store, accounts)
-        body = await _json_body(request)
+        body = await json_body(request)
         reveal = await run_in_threadpool(arena.vote, uid, battle_id, body.get("outcome"))
         return {
             "battle_id": reveal.battle_id,

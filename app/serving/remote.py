@@ -37,7 +37,14 @@ from huggingface_hub import constants as hub_constants
 from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 
 from app.config import ServingConfig
-from app.serving import BASE_VERSION, BackendError, ChatBackend, Reply, SamplingParams
+from app.serving.backend import (
+    BASE_VERSION,
+    DEFAULT_PARAMS,
+    BackendError,
+    ChatBackend,
+    Reply,
+    SamplingParams,
+)
 
 try:  # huggingface_hub's own HTTP client library, whose transport errors it lets through
     from httpx2 import TransportError as HubTransportError
@@ -48,7 +55,6 @@ log = logging.getLogger(__name__)
 
 KINDS = ("tgi", "vllm")
 TGI_BASE_MODEL = "tgi"  # TGI's name for "no adapter"
-DEFAULT_PARAMS = SamplingParams()
 
 
 def adapter_names(entries: Iterable[str]) -> set[str]:

@@ -1,189 +1,30 @@
-"""The Gradio page: `build_demo(backend, store, config) -> gr.Blocks`.
+"""The Chat tab: send a message and stream the answer; thumbs, reports, retries and
+corrections on the answers.
 
 Small named handlers turn Gradio events into calls on `ChatService` (and so on the
-store and the backend). No globals: everything a handler needs comes through the
-closure over the service or through per-browser state. A handler never shows a
-traceback: bad input and model failures become a short `gr.Warning`.
+store and the backend). A handler never shows a traceback: bad input and model failures
+become a short `gr.Warning`.
 """
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import Iterator
 from typing import Any
 
 import gradio as gr
 
-from app.arena import ArenaService
-from app.arena_ui import arena_tabs
-from app.auth import Accounts
-from app.chat import UNSAVED, ChatService, InputError
-from app.config import AuthConfig, Config
-from app.dashboard_ui import dashboard_tab
-from app.identity import (
-    Identity,
-    InvalidToken,
-    ensure_browser_state_key,
-    ensure_session_secret,
-)
-from app.limits import SessionLimit
-from app.serving import BackendError, ChatBackend, SamplingParams
-from app.swap import VersionSync
-from storage import Store, StoreError, User
-from trainer.schedule import TrainingScheduler
+from app.chat import UNSAVED, ChatService
+from app.errors import InputError
+from app.identity import Identity
+from app.page.session import current_user
+from app.serving.backend import BackendError, ChatBackend, SamplingParams
 
-log = logging.getLogger(__name__)
-
-USER_STORAGE_KEY = "rlhf-chat-user"
 REPORT = "Report"  # the Chatbot's extra feedback option: stored as a `flag` on the answer
 
 
-def build_demo(
-    backend: ChatBackend,
-    store: Store,
-    config: Config,
-    *,
-    sync: VersionSync | None = None,
-    scheduler: TrainingScheduler | None = None,
-    chat: ChatService | None = None,
-    arena: ArenaService | None = None,
-    accounts: Accounts | None = None,
-    identity: Identity | None = None,
-    sessions: SessionLimit | None = None,
-) -> gr.Blocks:
-    """The page. With `sync` and `scheduler` (the running server's) it has a Dashboard;
-    `chat` and `arena` share the HTTP API's services (one vote limiter for both), and
-    `identity` the API's user tokens.
-
-    Every component prop is public (`/config`): the browser state gets its own key, never
-    the token key, and every handler checks who calls it (each is an API route too)."""
-    accounts = accounts or Accounts(config.auth, store)
-    if identity is None:
-        secret = ensure_session_secret(config.auth.session_secret, config.storage.data_dir)
-        identity = Identity(secret, store=store, max_age_s=accounts.token_max_age_s)
-    service = chat or ChatService(
-        store, backend, config.serving, anonymous_allowed=accounts.anonymous_allowed
-    )
-    arena = arena or ArenaService(service, config.arena)
-    browser_key = ensure_browser_state_key(config.storage.data_dir)
-    with gr.Blocks(title="rlhf-chat") as demo:
-        user_token = gr.BrowserState(None, storage_key=USER_STORAGE_KEY, secret=browser_key)
-        with gr.Row():
-            live = gr.Markdown(elem_id="live-version")
-            if accounts.hugging_face and _oauth_installed():
-                if not accounts.anonymous_allowed:
-                    gr.Markdown("Sign in with Hugging Face to chat and vote.")
-                gr.LoginButton(size="sm", scale=0)
-        with gr.Tab("Chat"):
-            chat_tab(service, identity, user_token, live)
-        arena_tabs(arena, identity, user_token)
-        if sync is not None and scheduler is not None:
-            with gr.Tab("Dashboard"):
-                refresh, inputs, outputs = dashboard_tab(
-                    store,
-                    sync,
-                    scheduler,
-                    config.auth.admin_token,
-                    admin_user=accounts.admin_check(identity),
-                    user_token=user_token,
-                )
-        sign_in = _sign_in(identity, store, accounts, sessions)
-        loaded = demo.load(sign_in, inputs=[user_token], outputs=[user_token]).then(
-            lambda: _live_text(backend), outputs=[live]
-        )
-        if sync is not None and scheduler is not None:  # after sign-in: an admin's session
-            loaded.then(
-                refresh,
-                inputs=inputs,
-                outputs=outputs,
-                show_progress="hidden",
-                api_visibility="private",
-            )
-    return demo
-
-
-def _live_text(backend: ChatBackend) -> str:
+def live_text(backend: ChatBackend) -> str:
     return f"Live model version: **`{backend.live_version}`**"
-
-
-def _oauth_installed() -> bool:
-    """Gradio's Hugging Face sign-in needs authlib (`gradio[oauth]`; the image has it)."""
-    import importlib.util
-
-    if importlib.util.find_spec("authlib") is None:
-        log.warning("on a Space but authlib is missing: no 'Sign in with Hugging Face' button")
-        return False
-    return True
-
-
-def _sign_in(
-    identity: Identity,
-    store: Store,
-    accounts: Accounts | None = None,
-    sessions: SessionLimit | None = None,
-):
-    accounts = accounts or Accounts(AuthConfig(), store)
-
-    def sign_in(
-        token: str | None,
-        request: gr.Request = None,  # type: ignore[assignment]
-        profile: gr.OAuthProfile | None = None,
-    ) -> str | None:
-        """The signed-in person's identity (password or Hugging Face), else the browser's
-        anonymous one, created on the first visit (None where sign-in is required)."""
-        named = signed_in_as(request, profile)
-        try:
-            current: User | None = store.get_user(identity.verify(token))
-        except (InvalidToken, StoreError):
-            current = None
-        # a valid token is renewed on each visit: it expires `auth.user_token_days` after
-        # the last one, not after the first
-        if named is not None:
-            return identity.issue(accounts.signed_in_user(*named).id)
-        if not accounts.anonymous_allowed:
-            return None  # handlers then ask the person to sign in
-        if current is not None and current.kind == "anon":
-            return identity.issue(current.id)
-        if sessions is not None:  # a first visit, or signed out: a new identity, if allowed
-            try:
-                sessions.admit(_page_address(sessions, request))
-            except InputError as exc:
-                gr.Warning(exc.message)
-                return None
-        return identity.issue(store.create_user("anon").id)
-
-    return sign_in
-
-
-def _page_address(sessions: SessionLimit, request: Any) -> str:
-    client = getattr(request, "client", None)
-    return sessions.address(getattr(request, "headers", None) or {}, getattr(client, "host", None))
-
-
-def signed_in_as(request: Any, profile: Any) -> tuple[str, str] | None:
-    """(kind, name) of whoever signed in on this page: Gradio's password form sets
-    `request.username`, the Hugging Face button gives an OAuth profile."""
-    if profile is not None and getattr(profile, "username", None):
-        return ("oauth", profile.username)
-    username = getattr(request, "username", None)
-    if username:
-        return ("password", username)
-    return None
-
-
-def current_user(identity: Identity, token: str | None, store: Store | None = None) -> int:
-    """The token's user id; with `store`, only a user it has (a token signed for a user a
-    restored database lacks would otherwise fail on a foreign key)."""
-    try:
-        uid = identity.verify(token)
-        if store is not None:
-            store.get_user(uid)
-        return uid
-    except (InvalidToken, StoreError) as exc:
-        raise InputError(
-            401, "you are not signed in: sign in at the top of the page, or reload it"
-        ) from exc
 
 
 def chat_tab(
@@ -262,7 +103,7 @@ def respond(service: ChatService, identity: Identity):
             return
         history += [{"role": "user", "content": text}, {"role": "assistant", "content": ""}]
         ids += [turn.user_message.id, None]
-        live = f"Live model version: **`{service.backend.live_version}`**"
+        live = live_text(service.backend)
         yield "", history, turn.conversation_id, ids, live
         yield from _stream_into(service, turn, history, ids, live)
 
@@ -361,7 +202,7 @@ def retry(service: ChatService, identity: Identity):
             yield history, conversation_id, ids, gr.skip()
             return
         history, ids = history[:i] + [{"role": "assistant", "content": ""}], ids[:i] + [None]
-        live = f"Live model version: **`{service.backend.live_version}`**"
+        live = live_text(service.backend)
         for update in _stream_into(service, turn, history, ids, live):
             yield update[1:]
 
