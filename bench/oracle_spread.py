@@ -5,7 +5,7 @@
 Samples a few answers of the base model to each of the first train prompts (as the
 arena does: several samples of one prompt), then, for every pair of answers to the
 same prompt, takes the oracle's score difference and reports what the simulated
-voters (app/simulate.py) would make of it at `--noise`:
+voters (app/simulate/) would make of it at `--noise`:
 
 - exact ties: equal scores, which the simulator always votes "tie" (nothing learnt);
 - near ties: |difference| < noise, where a vote agrees with the oracle less than 73%
