@@ -4,10 +4,10 @@ votes and thumbs (pure functions), and where the oracle and the prompts come fro
 from __future__ import annotations
 
 import bisect
-import importlib
 import json
 import math
 import os
+import pkgutil
 import random
 import sys
 import threading
@@ -96,10 +96,8 @@ def load_oracle(spec: str) -> Oracle:
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
-        obj: Any = importlib.import_module(module_name)
-        for part in attr.split("."):
-            obj = getattr(obj, part)
-    except ImportError as exc:
+        obj: Any = pkgutil.resolve_name(spec)
+    except (ImportError, ValueError) as exc:
         raise SimulationError(f"cannot import {module_name!r} for the oracle: {exc}") from exc
     except AttributeError as exc:
         raise SimulationError(f"{module_name!r} has no attribute {attr!r}") from exc
