@@ -11,15 +11,12 @@ Also the pieces every backend shares: `Reply` (one answer being generated),
 
 from __future__ import annotations
 
-import logging
 import queue
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
-
-log = logging.getLogger(__name__)
 
 BASE_VERSION = "base"
 
