@@ -2,7 +2,7 @@
 
 `InputError` carries an HTTP status and a message for the user: the HTTP layer sends it
 as `{"error": message}`, the page shows it as a warning, the command line prints it.
-Raised before anything is stored. `check_id` and `store_errors_as_input_errors` turn a
+A refused request changes nothing. `check_id` and `store_errors_as_input_errors` turn a
 bad id and the store's refusals into one.
 """
 
