@@ -128,7 +128,7 @@ def run_ppo_job(
     """PPO rounds warm-started from the live adapter, against the live reward model or
     `reward_spec` (MODULE:FUNC); the adapter is written, not published."""
     from trainer.models import ModelSourceError, resolve_base_model
-    from trainer.ppo import PPOError, build_policy, read_prompts, run_ppo
+    from trainer.ppo import PPOError, build_policy, read_prompts, run_recorded
 
     try:
         reward_fn = _ppo_reward_function(reward_spec, reward, store)
@@ -140,24 +140,18 @@ def run_ppo_job(
         policy, tokenizer = build_policy(base, ppo, adapter_dir=live.path or None)
         run_id = store.start_run("ppo").id
         adapter_dir = Path(out or data_dir / "runs" / str(run_id) / "adapter")
-        try:
-            result = run_ppo(
-                policy,
-                tokenizer,
-                prompts,
-                reward_fn,
-                ppo,
-                store=store,
-                run_id=run_id,
-                progress=progress,
-                output_dir=adapter_dir,
-            )
-        except BaseException as exc:
-            store.finish_run(run_id, "failed", error=f"{type(exc).__name__}: {exc}")
-            raise
-        metrics = {**result.final.metrics(), "adapter_dir": str(adapter_dir), "live": live.name}
-        n_examples = ppo.rounds * ppo.rollout_batch_size
-        store.finish_run(run_id, "succeeded", n_examples=n_examples, metrics=metrics)
+        run_recorded(
+            store,
+            run_id,
+            policy,
+            tokenizer,
+            prompts,
+            reward_fn,
+            ppo,
+            progress=progress,
+            output_dir=adapter_dir,
+            metrics={"adapter_dir": str(adapter_dir), "live": live.name},
+        )
     except (ValueError, PPOError, ModelSourceError) as exc:
         raise JobFailed(str(exc)) from exc
     return PPOJob(adapter_dir, live.name)

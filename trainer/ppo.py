@@ -694,28 +694,61 @@ def run_ppo(
     """
     if store is not None and run_id is None:
         run_id = store.start_run("ppo").id
-        try:
-            result = run_ppo(
-                policy,
-                tokenizer,
-                prompts,
-                reward_fn,
-                config,
-                store=store,
-                run_id=run_id,
-                progress=progress,
-                output_dir=output_dir,
-            )
-        except BaseException as exc:
-            store.finish_run(run_id, "failed", error=f"{type(exc).__name__}: {exc}")
-            raise
-        n_examples = config.rounds * config.rollout_batch_size * distributed.world_size()
-        store.finish_run(run_id, "succeeded", n_examples=n_examples, metrics=result.final.metrics())
-        return result
+        return run_recorded(
+            store,
+            run_id,
+            policy,
+            tokenizer,
+            prompts,
+            reward_fn,
+            config,
+            progress=progress,
+            output_dir=output_dir,
+        )
     result = _train(policy, tokenizer, prompts, reward_fn, config, store, run_id, progress)
     result.run_id = run_id
     if output_dir is not None:
         result.adapter_dir = policy.save(output_dir, kl_coef=result.kl_coef)
+    return result
+
+
+def run_recorded(
+    store: Store,
+    run_id: int,
+    policy: Policy,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[Prompt],
+    reward_fn: RewardFunction,
+    config: PPOConfig,
+    *,
+    progress: Callable[[RoundStats], None] | None = None,
+    output_dir: str | Path | None = None,
+    metrics: dict[str, Any] | None = None,
+) -> PPOResult:
+    """`run_ppo` under the started `ppo` run `run_id`, finished as failed if it raises,
+    else as succeeded with the last round's metrics and `metrics`."""
+    try:
+        result = run_ppo(
+            policy,
+            tokenizer,
+            prompts,
+            reward_fn,
+            config,
+            store=store,
+            run_id=run_id,
+            progress=progress,
+            output_dir=output_dir,
+        )
+    except BaseException as exc:
+        store.finish_run(run_id, "failed", error=f"{type(exc).__name__}: {exc}")
+        raise
+    n_examples = config.rounds * config.rollout_batch_size * distributed.world_size()
+    store.finish_run(
+        run_id,
+        "succeeded",
+        n_examples=n_examples,
+        metrics={**result.final.metrics(), **(metrics or {})},
+    )
     return result
 
 
